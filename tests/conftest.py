@@ -1,0 +1,39 @@
+"""Shared test fixtures: the real files in ../shared and tiny generated images."""
+
+from __future__ import annotations
+
+import io
+import os
+import pathlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def shared() -> pathlib.Path:
+    """../shared, which CI always provides; its absence is a failure, not a skip."""
+    assert (SHARED / "README.md").is_file(), f"{SHARED} is missing: clone beside ../shared"
+    return SHARED
+
+
+def image_bytes(height: int = 8, width: int = 4, fmt: str = "JPEG", seed: int = 0) -> bytes:
+    """A tiny random RGB image encoded as `fmt` (JPEG or PNG)."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def write_images(root: os.PathLike, relpaths, data: bytes | None = None) -> None:
+    """Writes the same tiny image under every relative path in `relpaths`."""
+    data = data if data is not None else image_bytes()
+    for rel in relpaths:
+        path = os.path.join(root, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)

@@ -1,0 +1,1 @@
+"""tf-reid: AlignedReID person re-identification in TensorFlow/Keras."""

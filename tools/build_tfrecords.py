@@ -1,0 +1,94 @@
+"""python -m tools.build_tfrecords --dataset cuhk03 --data_dir ../shared/data/cuhk03 --output_dir data/cuhk03 --allow_missing
+
+Converts a ReID dataset, in its released on-disk layout, into identity-sharded TFRecords plus
+`manifest.json`. Protocol options apply to the datasets whose parser takes them; passing one to
+another dataset is an error. See `tfrecords_builder/<dataset>.py` for each layout.
+"""
+
+from __future__ import annotations
+
+import sys
+
+if __name__ == "__main__":
+    from tf_reid.quiet import quiet_tensorflow
+
+    quiet_tensorflow(sys.argv)
+
+import inspect  # noqa: E402
+
+from absl import app, flags  # noqa: E402
+
+from tfrecords_builder import BUILDERS, cuhk03, writer  # noqa: E402
+from tfrecords_builder.records import SPLITS, DatasetError  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("dataset", None, sorted(BUILDERS), "Dataset to convert.")
+flags.DEFINE_string("data_dir", None, "Folder of the dataset as released (or its parent).")
+flags.DEFINE_string("output_dir", None, "Folder to create with the TFRecords and manifest.json.")
+flags.DEFINE_integer("records_per_shard", 1000, "Target records per shard (identities are never split).")
+flags.DEFINE_bool("overwrite", False, "Replace an existing output_dir.")
+flags.DEFINE_bool("skip_bad_images", False, "List undecodable images in the manifest instead of failing.")
+flags.DEFINE_integer("num_workers", None, "Parallel image decoders (default: autotuned over the cores).")
+flags.DEFINE_bool("progress", True, "Show a progress bar.")
+# Protocol options: flag name -> keyword of the dataset's parse(). None = the parser's default.
+flags.DEFINE_enum("box_type", None, cuhk03.BOX_TYPES, "cuhk03: labeled or detected boxes.")
+flags.DEFINE_enum("protocol", None, cuhk03.PROTOCOLS, "cuhk03: new (767/700) or classic (20 splits).")
+flags.DEFINE_integer("split_index", None, "cuhk03 classic: test split 0..19.")
+flags.DEFINE_bool("allow_missing", None, "cuhk03: skip split-file entries without an image.")
+flags.DEFINE_enum("cuhk03_source", None, cuhk03.SOURCES, "cuhk03: where the images come from.")
+flags.DEFINE_bool("combine_trainval", None, "msmt17: train on list_train + list_val.")
+flags.DEFINE_enum("mars_gallery", None, ["all_test", "exclude_query"], "mars: gallery protocol.")
+flags.DEFINE_integer("split_seed", None, "cuhk01: seed of the train/test identity split.")
+flags.DEFINE_integer("num_train_identities", None, "cuhk01: identities in the train split.")
+
+PROTOCOL_FLAGS = {
+    "box_type": "box_type", "protocol": "protocol", "split_index": "split_index",
+    "allow_missing": "allow_missing", "cuhk03_source": "source",
+    "combine_trainval": "combine_trainval", "mars_gallery": "gallery",
+    "split_seed": "split_seed", "num_train_identities": "num_train_identities",
+}
+
+
+def protocol_options(dataset: str) -> dict:
+    """The protocol flags the user set, as keywords of the dataset's parse(); rejects misfits."""
+    accepted = inspect.signature(BUILDERS[dataset]).parameters
+    options = {}
+    for flag, keyword in PROTOCOL_FLAGS.items():
+        if FLAGS[flag].present:
+            if keyword not in accepted:
+                raise app.UsageError(f"--{flag} does not apply to --dataset={dataset}")
+            options[keyword] = FLAGS[flag].value
+    return options
+
+
+def summary_lines(manifest: dict, output_dir: str) -> list[str]:
+    """A small table of what was written."""
+    lines = [f"{'split':8} {'images':>8} {'ids':>6} {'cams':>5} {'shards':>6}"]
+    for name in SPLITS:
+        s = manifest["splits"][name]
+        lines.append(f"{name:8} {s['images']:8d} {s['identities']:6d} {s['cameras']:5d} "
+                     f"{len(s['shards']):6d}")
+    if manifest["missing"]:
+        lines.append(f"missing (listed by the protocol, absent on disk): {len(manifest['missing'])}")
+    if manifest["bad_images"]:
+        lines.append(f"bad images skipped: {len(manifest['bad_images'])}")
+    lines.append(f"wrote {output_dir}/manifest.json")
+    return lines
+
+
+def main(argv: list[str]) -> int:
+    del argv
+    try:
+        split = BUILDERS[FLAGS.dataset](FLAGS.data_dir, **protocol_options(FLAGS.dataset))
+        manifest = writer.build(split, FLAGS.output_dir, FLAGS.records_per_shard, FLAGS.overwrite,
+                                FLAGS.skip_bad_images, FLAGS.num_workers, FLAGS.progress)
+    except DatasetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print("\n".join(summary_lines(manifest, FLAGS.output_dir)))
+    return 0
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["dataset", "data_dir", "output_dir"])
+    app.run(main)
