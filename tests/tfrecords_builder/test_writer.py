@@ -85,6 +85,25 @@ def test_round_trip_bytes_labels_and_metadata(tmp_path):
     assert manifest["format_version"] == features.FORMAT_VERSION
 
 
+def test_video_tracklets_and_frames_round_trip(tmp_path):
+    # Two tracklets of pid 3 (3 and 2 frames), listed out of order; one query, one gallery.
+    plan = [("train", 3, 0, 11, 2), ("train", 3, 0, 11, 0), ("train", 3, 1, 12, 1),
+            ("train", 3, 0, 11, 1), ("train", 3, 1, 12, 0), ("query", 8, 0, 20, 0),
+            ("gallery", 8, 1, 21, 0)]
+    records = []
+    for i, (split, pid, camid, tracklet, frame) in enumerate(plan):
+        path = f"bbox/{pid:04d}C{camid + 1}T{tracklet:04d}F{frame:03d}.jpg"
+        write_images(tmp_path / "src", [path], image_bytes(seed=i))
+        records.append(Record(path, pid, camid, split, tracklet, frame))
+    split = Split("video", str(tmp_path / "src"), tuple(records))
+    manifest = writer.build(split, str(tmp_path / "out"), progress=False)
+    _, out = read_output(tmp_path / "out")
+    got = [(int(e[features.TRACKLET]), int(e[features.FRAME])) for _, e in out["train"]]
+    assert got == [(11, 0), (11, 1), (11, 2), (12, 0), (12, 1)]  # tracklet, then frame order
+    assert manifest["splits"]["train"]["tracklets"] == 2
+    assert manifest["splits"]["query"]["tracklets"] == 1
+
+
 def test_identities_are_contiguous_in_one_shard(tmp_path):
     rng = np.random.default_rng(0)
     spec = [("train", int(p), int(rng.integers(0, 3)), int(rng.integers(1, 6))) for p in range(1, 40)]
