@@ -289,6 +289,16 @@ def _write_partial(split: Split, plans: dict[str, list[list[Record]]], partial: 
     }
 
 
+def split_table(manifest: dict[str, Any]) -> list[str]:
+    """Per-split images / identities / cameras / shards of a manifest, as printable lines."""
+    lines = [f"{'split':8} {'images':>8} {'ids':>6} {'cams':>5} {'shards':>6}"]
+    for name in SPLITS:
+        s = manifest["splits"][name]
+        lines.append(f"{name:8} {s['images']:8d} {s['identities']:6d} {s['cameras']:5d} "
+                     f"{len(s['shards']):6d}")
+    return lines
+
+
 def read_manifest(output_dir: str) -> dict[str, Any]:
     """Loads `output_dir/manifest.json`, raising DatasetError naming it when absent or broken."""
     path = os.path.join(output_dir, MANIFEST)

@@ -19,7 +19,7 @@ import inspect  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from tfrecords_builder import BUILDERS, cuhk03, writer  # noqa: E402
-from tfrecords_builder.records import SPLITS, DatasetError  # noqa: E402
+from tools.cli import run_reporting  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset", None, sorted(BUILDERS), "Dataset to convert.")
@@ -63,11 +63,7 @@ def protocol_options(dataset: str) -> dict:
 
 def summary_lines(manifest: dict, output_dir: str) -> list[str]:
     """A small table of what was written."""
-    lines = [f"{'split':8} {'images':>8} {'ids':>6} {'cams':>5} {'shards':>6}"]
-    for name in SPLITS:
-        s = manifest["splits"][name]
-        lines.append(f"{name:8} {s['images']:8d} {s['identities']:6d} {s['cameras']:5d} "
-                     f"{len(s['shards']):6d}")
+    lines = writer.split_table(manifest)
     if manifest["missing"]:
         lines.append(f"missing (listed by the protocol, absent on disk): {len(manifest['missing'])}")
     if manifest["bad_images"]:
@@ -76,17 +72,16 @@ def summary_lines(manifest: dict, output_dir: str) -> list[str]:
     return lines
 
 
+def convert() -> list[str]:
+    split = BUILDERS[FLAGS.dataset](FLAGS.data_dir, **protocol_options(FLAGS.dataset))
+    manifest = writer.build(split, FLAGS.output_dir, FLAGS.records_per_shard, FLAGS.overwrite,
+                            FLAGS.skip_bad_images, FLAGS.num_workers, FLAGS.progress)
+    return summary_lines(manifest, FLAGS.output_dir)
+
+
 def main(argv: list[str]) -> int:
     del argv
-    try:
-        split = BUILDERS[FLAGS.dataset](FLAGS.data_dir, **protocol_options(FLAGS.dataset))
-        manifest = writer.build(split, FLAGS.output_dir, FLAGS.records_per_shard, FLAGS.overwrite,
-                                FLAGS.skip_bad_images, FLAGS.num_workers, FLAGS.progress)
-    except DatasetError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print("\n".join(summary_lines(manifest, FLAGS.output_dir)))
-    return 0
+    return run_reporting(convert)
 
 
 if __name__ == "__main__":

@@ -8,12 +8,11 @@ Does not import TensorFlow, so it starts fast.
 from __future__ import annotations
 
 import inspect
-import sys
 
 from absl import app, flags
 
 from tfrecords_builder import synthetic
-from tfrecords_builder.records import DatasetError
+from tools.cli import run_reporting
 
 FLAGS = flags.FLAGS
 _DEFAULTS = {k: p.default for k, p in inspect.signature(synthetic.generate).parameters.items()}
@@ -50,19 +49,18 @@ def summary_lines(counts: dict[str, int], output_dir: str) -> list[str]:
     return lines
 
 
+def generate() -> list[str]:
+    counts = synthetic.generate(
+        FLAGS.output_dir, num_identities=FLAGS.num_identities, num_cameras=FLAGS.num_cameras,
+        images_per_identity_per_camera=FLAGS.images_per_identity_per_camera,
+        height=FLAGS.height, width=FLAGS.width, num_train_identities=FLAGS.num_train_identities,
+        seed=FLAGS.seed, image_format=FLAGS.image_format, overwrite=FLAGS.overwrite)
+    return summary_lines(counts, FLAGS.output_dir)
+
+
 def main(argv: list[str]) -> int:
     del argv
-    try:
-        counts = synthetic.generate(
-            FLAGS.output_dir, num_identities=FLAGS.num_identities, num_cameras=FLAGS.num_cameras,
-            images_per_identity_per_camera=FLAGS.images_per_identity_per_camera,
-            height=FLAGS.height, width=FLAGS.width, num_train_identities=FLAGS.num_train_identities,
-            seed=FLAGS.seed, image_format=FLAGS.image_format, overwrite=FLAGS.overwrite)
-    except DatasetError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print("\n".join(summary_lines(counts, FLAGS.output_dir)))
-    return 0
+    return run_reporting(generate)
 
 
 if __name__ == "__main__":

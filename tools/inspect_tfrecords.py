@@ -15,8 +15,8 @@ if __name__ == "__main__":
 
 from absl import app, flags  # noqa: E402
 
-from tfrecords_builder import verify  # noqa: E402
-from tfrecords_builder.records import SPLITS, DatasetError  # noqa: E402
+from tfrecords_builder import verify, writer  # noqa: E402
+from tools.cli import run_reporting  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("samples", 8, "Images decoded per shard.")
@@ -25,12 +25,7 @@ flags.DEFINE_integer("samples", 8, "Images decoded per shard.")
 def report_lines(output_dir: str, manifest: dict) -> list[str]:
     """The manifest's dataset, protocol and per-split counts, as printable lines."""
     protocol = ", ".join(f"{k}={v}" for k, v in sorted(manifest["protocol"].items()))
-    lines = [f"{output_dir}: {manifest['dataset']} ({protocol})",
-             f"{'split':8} {'images':>8} {'ids':>6} {'cams':>5} {'shards':>6}"]
-    for name in SPLITS:
-        s = manifest["splits"][name]
-        lines.append(f"{name:8} {s['images']:8d} {s['identities']:6d} {s['cameras']:5d} "
-                     f"{len(s['shards']):6d}")
+    lines = [f"{output_dir}: {manifest['dataset']} ({protocol})", *writer.split_table(manifest)]
     lines.append(f"train classes: {manifest['num_classes']}; missing: {len(manifest['missing'])}; "
                  f"bad images skipped: {len(manifest['bad_images'])}")
     return lines
@@ -40,15 +35,17 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2:
         raise app.UsageError("usage: python -m tools.inspect_tfrecords DIR")
     output_dir = argv[1]
-    try:
-        manifest, problems = verify.verify(output_dir, FLAGS.samples)
-    except DatasetError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print("\n".join(report_lines(output_dir, manifest)))
+    problems: list[str] = []
+
+    def check() -> list[str]:
+        manifest, found = verify.verify(output_dir, FLAGS.samples)
+        problems.extend(found)
+        return report_lines(output_dir, manifest)
+
+    status = run_reporting(check)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
-    if problems:
+    if status or problems:
         return 1
     print("ok: checksums, record counts, identity contiguity, labels and sample decodes agree")
     return 0

@@ -1,0 +1,22 @@
+"""What every tf-reid command line shares: bad input is one `error:` line and exit status 1."""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable, Sequence
+
+from tfrecords_builder.records import DatasetError
+
+
+def run_reporting(body: Callable[[], Sequence[str]]) -> int:
+    """Runs `body`, prints the lines it returns, and returns the exit status.
+
+    A DatasetError (bad input) becomes one `error: <message>` line on stderr and status 1.
+    """
+    try:
+        lines = body()
+    except DatasetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print("\n".join(lines))
+    return 0
