@@ -1,0 +1,174 @@
+"""PK sampling: P identities x K images per batch, coverage, determinism, replicas."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import REPO, write_images
+from tf_reid.data import augment, pk
+from tfrecords_builder import writer
+from tfrecords_builder.records import Record, Split
+
+OFF = augment.AugmentConfig(flip=False, pad=0, erasing_probability=0.0, normalize=False)
+
+
+def colour_png(pid: int, index: int) -> bytes:
+    """A constant-colour image whose red channel names the pid and green the image index."""
+    pixels = np.empty((8, 4, 3), np.uint8)
+    pixels[...] = (pid * 8, index * 30, 77)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def write_dataset(root, counts: dict[int, int], records_per_shard: int = 10) -> dict:
+    """TFRecords where train pid p has counts[p] images; one query/gallery image each."""
+    records = []
+    for pid, n in counts.items():
+        for index in range(n):
+            path = f"train/{pid:04d}_c1_{index}.png"
+            write_images(root / "src", [path], colour_png(pid, index))
+            records.append(Record(path, pid, index % 2, "train"))
+    write_images(root / "src", ["q/0031_c1_0.png", "g/0031_c2_0.png"], colour_png(31, 0))
+    records += [Record("q/0031_c1_0.png", 31, 0, "query"), Record("g/0031_c2_0.png", 31, 1, "gallery")]
+    split = Split("test", str(root / "src"), tuple(records))
+    return writer.build(split, str(root / "out"), records_per_shard=records_per_shard, progress=False)
+
+
+def batches(data_dir, count, **kwargs):
+    kwargs = {"num_identities": 4, "num_instances": 3, "height": 16, "width": 8,
+              "augment_config": OFF, **kwargs}
+    ds = pk.pk_dataset(str(data_dir), **kwargs).take(count)
+    return [(images.numpy(), labels.numpy()) for images, labels in ds]
+
+
+@pytest.fixture(scope="module")
+def uneven(tmp_path_factory):
+    """24 identities with 1..7 images (several fewer than K=3), spread over many shards."""
+    root = tmp_path_factory.mktemp("uneven")
+    manifest = write_dataset(root, {pid: 1 + pid % 7 for pid in range(1, 25)})
+    assert len(manifest["splits"]["train"]["shards"]) > 4
+    return root / "out", manifest
+
+
+def check_pk(images, labels, label_map, counts, P, K):
+    """Exactly P distinct identities, K consecutive images each, every image of its identity."""
+    pid_of = {label: int(pid) for pid, label in label_map.items()}
+    blocks = labels.reshape(P, K)
+    assert (blocks == blocks[:, :1]).all(), labels
+    assert len(set(blocks[:, 0])) == P
+    for (label, image) in zip(labels, images):
+        red, green = image[0, 0, 0], image[0, 0, 1]
+        assert np.all(image[..., 0] == red)
+        pid = pid_of[int(label)]
+        assert red == pid * 8, "an image of another identity"
+        assert green / 30 < counts[pid]
+    for block, block_images in zip(blocks, images.reshape(P, K, *images.shape[1:])):
+        indices = [int(round(im[0, 0, 1] / 30)) for im in block_images]
+        n = counts[pid_of[int(block[0])]]
+        if n >= K:
+            assert len(set(indices)) == K, "drawn with replacement although n >= K"
+
+
+def test_every_batch_is_p_identities_times_k(uneven):
+    data_dir, manifest = uneven
+    counts = {pid: 1 + pid % 7 for pid in range(1, 25)}
+    got = batches(data_dir, 30)
+    assert len(got) == 30
+    for images, labels in got:
+        assert images.shape == (12, 16, 8, 3) and labels.shape == (12,)
+        check_pk(images, labels, manifest["label_map"], counts, P=4, K=3)
+
+
+def test_an_epoch_covers_every_identity_once(uneven):
+    data_dir, _ = uneven
+    steps = pk.steps_per_epoch(24, 4)
+    assert steps == 6
+    got = batches(data_dir, 3 * steps)
+    for epoch in range(3):
+        labels = np.concatenate([l[::3] for _, l in got[epoch * steps:(epoch + 1) * steps]])
+        assert sorted(labels) == list(range(24)), f"epoch {epoch}"
+    orders = [np.concatenate([l for _, l in got[e * steps:(e + 1) * steps]]) for e in range(3)]
+    assert not np.array_equal(orders[0], orders[1]), "identities are reshuffled every epoch"
+
+
+def test_remainder_identities_are_dropped_not_mixed_into_the_next_pass(tmp_path):
+    manifest = write_dataset(tmp_path, {pid: 3 for pid in range(1, 11)})  # 10 ids, P = 4
+    got = batches(tmp_path / "out", 8)
+    counts = {pid: 3 for pid in range(1, 11)}
+    for epoch in range(4):
+        labels = np.concatenate([l[::3] for _, l in got[2 * epoch:2 * epoch + 2]])
+        assert len(set(labels)) == 8, "8 of 10 identities per pass, none twice"
+    for images, labels in got:
+        check_pk(images, labels, manifest["label_map"], counts, P=4, K=3)
+
+
+def test_same_seed_same_batches(uneven):
+    data_dir, _ = uneven
+    config = augment.AugmentConfig()  # with every augmentation on
+    a = batches(data_dir, 4, seed=7, augment_config=config)
+    b = batches(data_dir, 4, seed=7, augment_config=config, num_parallel_calls=1)
+    c = batches(data_dir, 4, seed=8, augment_config=config)
+    for (ia, la), (ib, lb) in zip(a, b):
+        np.testing.assert_array_equal(la, lb)
+        np.testing.assert_array_equal(ia, ib)
+    assert any(not np.array_equal(la, lc) for (_, la), (_, lc) in zip(a, c))
+
+
+def test_default_output_is_uint8_for_the_model_to_normalise(uneven):
+    data_dir, _ = uneven
+    images, _ = next(iter(pk.pk_dataset(str(data_dir), 4, 3, height=16, width=8)))
+    assert images.dtype == np.uint8 and images.shape == (12, 16, 8, 3)
+    normalised, _ = next(iter(pk.pk_dataset(str(data_dir), 4, 3, height=16, width=8,
+                                            augment_config=augment.AugmentConfig())))
+    assert normalised.dtype == np.float32
+
+
+def test_steps_per_epoch():
+    assert pk.steps_per_epoch(751, 32) == 23
+    assert pk.steps_per_epoch(751, 16, num_replicas=2) == 23
+    assert pk.steps_per_epoch(751, 32, batches_per_epoch=2000) == 2000
+    with pytest.raises(ValueError, match="cannot fill a batch"):
+        pk.steps_per_epoch(10, 8, num_replicas=2)
+
+
+REPLICA_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from tf_reid.data import augment, pk
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    off = augment.AugmentConfig(flip=False, pad=0, erasing_probability=0.0, normalize=False)
+    ds = pk.pk_dataset(sys.argv[1], num_identities=2, num_instances=3, height=16, width=8,
+                       augment_config=off, num_replicas=strategy.num_replicas_in_sync)
+    out = []
+    for images, labels in strategy.experimental_distribute_dataset(ds.take(12)):
+        out.append([l.numpy().tolist() for l in strategy.experimental_local_results(labels)])
+    print(json.dumps({"replicas": strategy.num_replicas_in_sync, "batches": out}))
+""")
+
+
+def test_each_replica_gets_whole_identities(uneven):
+    data_dir, _ = uneven
+    result = subprocess.run([sys.executable, "-c", REPLICA_SCRIPT, str(data_dir)], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["replicas"] == 2
+    assert len(report["batches"]) == 12
+    for per_replica in report["batches"]:
+        assert len(per_replica) == 2
+        for labels in per_replica:
+            blocks = np.array(labels).reshape(2, 3)  # P = 2 identities, K = 3 each
+            assert (blocks == blocks[:, :1]).all() and blocks[0, 0] != blocks[1, 0]
+        assert set(per_replica[0]).isdisjoint(per_replica[1])

@@ -1,0 +1,1 @@
+"""Input pipelines: PK-sampled training batches and ordered evaluation input from TFRecords."""

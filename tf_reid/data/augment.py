@@ -1,0 +1,292 @@
+"""ReID image preprocessing and training augmentation as pure, seeded TensorFlow ops.
+
+Every op keeps static output shapes, runs eagerly and inside `tf.data.Dataset.map`, and draws
+its randomness only from stateless ops fed by a `seed` of shape [2] (int32 or int64), so the
+same seed gives the same image whatever the parallelism. Augmentation works on [H, W, 3]
+float32 pixels in [0, 255]; `normalize` comes last.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import tensorflow as tf
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_FILLS = ("mean", "random")
+
+
+def decode_and_resize(encoded: tf.Tensor, height: int, width: int,
+                      dtype: tf.DType = tf.float32) -> tf.Tensor:
+    """Decodes JPEG/PNG/BMP/GIF bytes (by content) and resizes bilinearly.
+
+    Bilinear interpolation (without antialiasing) is a convex combination of input pixels, so
+    the result stays inside [0, 255] without clipping.
+
+    Args:
+      encoded: scalar tf.string of encoded image bytes; a GIF gives its first frame.
+      height: output height in pixels.
+      width: output width in pixels.
+      dtype: tf.float32, or tf.uint8 (rounded to the nearest level).
+
+    Returns:
+      [height, width, 3] of `dtype`, in [0, 255].
+    """
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    image = tf.image.resize(image, [height, width], method="bilinear")
+    if dtype == tf.uint8:
+        image = tf.cast(tf.round(image), tf.uint8)
+    return tf.ensure_shape(image, [height, width, 3])
+
+
+def normalize(image: tf.Tensor) -> tf.Tensor:
+    """Maps [0, 255] RGB pixels to ImageNet-standardised values: (image/255 - mean) / std.
+
+    Args:
+      image: [..., 3] float32 in [0, 255].
+
+    Returns:
+      [..., 3] float32, same shape.
+    """
+    mean = tf.constant(IMAGENET_MEAN, tf.float32)
+    std = tf.constant(IMAGENET_STD, tf.float32)
+    return (tf.cast(image, tf.float32) / 255.0 - mean) / std
+
+
+_normalize = normalize  # `preprocess_eval`'s `normalize` argument shadows the function.
+
+
+def random_flip(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Flips left-right with probability 1/2.
+
+    Args:
+      image: [H, W, C].
+      seed: [2] int32/int64 stateless seed.
+
+    Returns:
+      [H, W, C], either `image` or `image[:, ::-1]`.
+    """
+    return tf.image.stateless_random_flip_left_right(image, seed)
+
+
+def pad_and_random_crop(image: tf.Tensor, seed: tf.Tensor, pad: int = 10) -> tf.Tensor:
+    """Zero-pads `pad` pixels on every side, then crops a random window of the input's size.
+
+    Args:
+      image: [H, W, C].
+      seed: [2] int32/int64 stateless seed.
+      pad: border width; the window's offset is uniform in [0, 2*pad] along each axis.
+
+    Returns:
+      [H, W, C], same dtype: `padded[dy:dy+H, dx:dx+W]`.
+    """
+    if pad == 0:
+        return image
+    padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
+    cropped = tf.image.stateless_random_crop(padded, tf.shape(image), seed)
+    return tf.ensure_shape(cropped, image.shape)
+
+
+def erasing_boxes(shape_hw: tuple[int, int], seed: tf.Tensor, num: int, probability: float = 0.5,
+                  area: tuple[float, float] = (0.02, 0.4), aspect: tuple[float, float] = (0.3, 3.3),
+                  attempts: int = 10) -> tuple[tf.Tensor, ...]:
+    """`num` rectangles random erasing blanks out, if any (Zhong et al. 2017, arXiv:1708.04896).
+
+    As in the paper's reference code: the target area is a uniform fraction in `area` of the
+    image area, the aspect ratio h/w is uniform in `aspect`, h = round(sqrt(area * aspect)) and
+    w = round(sqrt(area / aspect)). The `attempts` candidates are drawn at once and the first
+    with 1 <= h <= H and 1 <= w <= W is used; its top-left corner is uniform among the
+    (H - h + 1) * (W - w + 1) placements inside the image. All `num` boxes come from one draw
+    of [num, 2 * attempts + 3] uniforms: a few ops per batch rather than per image (per-image
+    scalar ops cost more than the erasing itself, measured here).
+
+    Args:
+      shape_hw: (H, W) of the images.
+      seed: [2] int32/int64 stateless seed.
+      num: number of boxes (images).
+      probability: chance of trying to erase at all.
+      area: (min, max) fraction of the image area.
+      aspect: (min, max) of h / w.
+      attempts: candidates drawn; if none fits, nothing is erased.
+
+    Returns:
+      (apply [num] bool, top, left, h, w: [num] int32). Where `apply` is False the box is
+      (0, 0, 0, 0), so the mask it describes is always the erased region.
+    """
+    if attempts < 1:
+        raise ValueError(f"attempts must be >= 1, got {attempts}")
+    height, width = shape_hw
+    u = tf.random.stateless_uniform([num, 2 * attempts + 3], seed)
+    coin, area_u, aspect_u, position = tf.split(u, [1, attempts, attempts, 2], axis=1)
+    image_area = tf.cast(height * width, tf.float32)
+    target = image_area * (area[0] + (area[1] - area[0]) * area_u)
+    ratio = aspect[0] + (aspect[1] - aspect[0]) * aspect_u
+    hs = tf.cast(tf.round(tf.sqrt(target * ratio)), tf.int32)
+    ws = tf.cast(tf.round(tf.sqrt(target / ratio)), tf.int32)
+    fits = (hs >= 1) & (hs <= height) & (ws >= 1) & (ws <= width)
+    first = tf.argmax(tf.cast(fits, tf.int32), axis=1, output_type=tf.int32)
+    apply = (coin[:, 0] < probability) & tf.reduce_any(fits, axis=1)
+    h = tf.where(apply, tf.gather(hs, first, batch_dims=1), 0)
+    w = tf.where(apply, tf.gather(ws, first, batch_dims=1), 0)
+    # floor(u * n) is uniform over 0..n-1; the min guards against u * n rounding up to n.
+    slots = tf.stack([height - h + 1, width - w + 1], axis=1)
+    corner = tf.minimum(tf.cast(tf.floor(position * tf.cast(slots, tf.float32)), tf.int32),
+                        slots - 1)
+    top = tf.where(apply, corner[:, 0], 0)
+    left = tf.where(apply, corner[:, 1], 0)
+    return apply, top, left, h, w
+
+
+def erasing_box(shape_hw: tuple[int, int], seed: tf.Tensor, probability: float = 0.5,
+                area: tuple[float, float] = (0.02, 0.4), aspect: tuple[float, float] = (0.3, 3.3),
+                attempts: int = 10) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """The one rectangle of `erasing_boxes` for a single image: scalar (apply, top, left, h, w)."""
+    boxes = erasing_boxes(shape_hw, seed, 1, probability, area, aspect, attempts)
+    return tuple(b[0] for b in boxes)
+
+
+def erase(images: tf.Tensor, top: tf.Tensor, left: tf.Tensor, h: tf.Tensor, w: tf.Tensor,
+          values: tf.Tensor) -> tf.Tensor:
+    """Writes `values` into each image's rectangle, via a coordinate-grid mask (static shapes).
+
+    Args:
+      images: [B, H, W, C].
+      top, left, h, w: [B] int32 boxes (h = 0 erases nothing).
+      values: broadcastable to [B, H, W, C], e.g. [C] or [B, H, W, C].
+
+    Returns:
+      [B, H, W, C], dtype of `images`.
+    """
+    rows = tf.range(tf.shape(images)[1])[None, :, None]
+    cols = tf.range(tf.shape(images)[2])[None, None, :]
+    top, left, h, w = (v[:, None, None] for v in (top, left, h, w))
+    mask = (rows >= top) & (rows < top + h) & (cols >= left) & (cols < left + w)
+    return tf.where(mask[..., None], tf.cast(values, images.dtype), images)
+
+
+def _fill_values(fill: str, shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    if fill not in _FILLS:
+        raise ValueError(f"fill must be one of {_FILLS}, got {fill!r}")
+    if fill == "mean":
+        return tf.constant([255.0 * m for m in IMAGENET_MEAN], tf.float32)
+    fill_seed = tf.random.experimental.stateless_fold_in(seed, 1)
+    return tf.random.stateless_uniform(shape, fill_seed, 0.0, 255.0)
+
+
+def random_erasing_batch(images: tf.Tensor, seed: tf.Tensor, probability: float = 0.5,
+                         area: tuple[float, float] = (0.02, 0.4),
+                         aspect: tuple[float, float] = (0.3, 3.3), fill: str = "mean",
+                         attempts: int = 10) -> tf.Tensor:
+    """Random erasing (Zhong et al. 2017) of a batch: one random rectangle per image, or none.
+
+    Args:
+      images: [B, H, W, 3] with static B, H, W; uint8 or float32 in [0, 255].
+      seed: [2] int32/int64 stateless seed for the whole batch.
+      probability, area, aspect, attempts: as in `erasing_boxes`.
+      fill: "mean" writes the ImageNet mean pixel (255 * IMAGENET_MEAN); "random" writes
+        per-pixel uniform values in [0, 255].
+
+    Returns:
+      [B, H, W, 3], same dtype.
+    """
+    values = _fill_values(fill, tf.shape(images), seed)
+    num, height, width = images.shape[:3]
+    _, top, left, h, w = erasing_boxes((height, width), seed, num, probability, area, aspect,
+                                       attempts)
+    return erase(images, top, left, h, w, values)
+
+
+def random_erasing(image: tf.Tensor, seed: tf.Tensor, probability: float = 0.5,
+                   area: tuple[float, float] = (0.02, 0.4),
+                   aspect: tuple[float, float] = (0.3, 3.3), fill: str = "mean",
+                   attempts: int = 10) -> tf.Tensor:
+    """Random erasing (Zhong et al. 2017) of one image: overwrites one random rectangle, or nothing.
+
+    The rectangle is `erasing_box(image.shape[:2], seed, probability, area, aspect, attempts)`.
+
+    Args:
+      image: [H, W, 3] float32 or uint8 in [0, 255] (before `normalize`).
+      seed: [2] int32/int64 stateless seed.
+      probability, area, aspect, attempts: as in `erasing_box`.
+      fill: "mean" or "random", as in `random_erasing_batch`.
+
+    Returns:
+      [H, W, 3], same dtype as `image`.
+    """
+    values = _fill_values(fill, tf.shape(image), seed)
+    dynamic = tf.shape(image)
+    height = image.shape[0] if image.shape[0] is not None else dynamic[0]
+    width = image.shape[1] if image.shape[1] is not None else dynamic[1]
+    _, top, left, h, w = erasing_boxes((height, width), seed, 1, probability, area, aspect,
+                                       attempts)
+    return erase(image[None], top, left, h, w, values)[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    """Which training augmentations `augment` applies.
+
+    Attributes:
+      flip: random horizontal flip.
+      pad: zero-pad border for the random crop; 0 switches it off.
+      erasing_probability: random erasing probability; 0 switches it off.
+      erasing_area: (min, max) erased fraction of the image area.
+      erasing_aspect: (min, max) aspect ratio h/w of the erased rectangle.
+      erasing_fill: "mean" or "random", as in `random_erasing`.
+      normalize: finish with ImageNet standardisation.
+    """
+
+    flip: bool = True
+    pad: int = 10
+    erasing_probability: float = 0.5
+    erasing_area: tuple[float, float] = (0.02, 0.4)
+    erasing_aspect: tuple[float, float] = (0.3, 3.3)
+    erasing_fill: str = "mean"
+    normalize: bool = True
+
+
+def augment(image: tf.Tensor, seed: tf.Tensor,
+            config: AugmentConfig = AugmentConfig()) -> tf.Tensor:
+    """Training augmentation: flip -> pad + random crop -> random erasing -> normalize.
+
+    Each step gets its own sub-seed of `seed`, so switching one step off leaves the others'
+    draws unchanged.
+
+    Args:
+      image: [H, W, 3] float32 in [0, 255], static shape.
+      seed: [2] int32/int64 stateless seed.
+      config: which steps run.
+
+    Returns:
+      [H, W, 3] float32: normalised if `config.normalize`, else still in [0, 255].
+    """
+    flip_seed, crop_seed, erasing_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+    if config.flip:
+        image = random_flip(image, flip_seed)
+    if config.pad:
+        image = pad_and_random_crop(image, crop_seed, config.pad)
+    if config.erasing_probability > 0:
+        image = random_erasing(image, erasing_seed, config.erasing_probability, config.erasing_area,
+                               config.erasing_aspect, config.erasing_fill)
+    if config.normalize:
+        image = normalize(image)
+    return image
+
+
+def preprocess_eval(encoded: tf.Tensor, height: int, width: int,
+                    normalize: bool = True) -> tf.Tensor:
+    """Evaluation preprocessing, no randomness: decode, resize and (optionally) normalise.
+
+    Args:
+      encoded: scalar tf.string of JPEG/PNG/BMP/GIF bytes.
+      height: output height.
+      width: output width.
+      normalize: apply ImageNet standardisation.
+
+    Returns:
+      [height, width, 3] float32.
+    """
+    image = decode_and_resize(encoded, height, width)
+    return _normalize(image) if normalize else image

@@ -1,0 +1,180 @@
+"""PK sampling over identity-sharded TFRecords: every batch is P identities x K images.
+
+How a batch is made (one pass = one epoch "by identities"):
+  1. the split's shards, shuffled, are read `cycle_length` at a time (interleave); inside a
+     shard an identity's records are contiguous, so `group_by_window` turns them into one
+     element per identity. Memory is bounded by `cycle_length` shards, never the dataset.
+  2. identities are shuffled (`shuffle_buffer` of them) and each draws K of its records:
+     without replacement when it has >= K, with replacement otherwise.
+  3. P x num_replicas identities form a global batch (the pass's remainder is dropped, so no
+     batch spans two passes and no identity appears twice in a batch); images are laid out
+     identity-major: K images of identity 0, then K of identity 1, ...
+  4. each image is decoded, resized, flipped and pad-cropped with its own stateless seed;
+     random erasing (and normalisation, if asked for) then runs on the whole batch.
+
+Normalisation: with `augment_config.normalize` False (the default here) images stay uint8 in
+[0, 255] and the model applies `augment.normalize` as its first step. This host's memory bandwidth
+makes one float32 pass over a batch cost as much as decoding it (measured: see BUILD.md), and on
+an accelerator the model normalises for free on 4x fewer transferred bytes. With
+`normalize=True` the pipeline yields normalised float32 instead.
+
+Global batch and replicas: the global batch holds num_replicas x P x K images. A
+MirroredStrategy's `experimental_distribute_dataset` splits axis 0 into num_replicas contiguous
+slices of P x K, and because the layout is identity-major each slice is P whole identities:
+batch-hard mining per replica stays valid.
+
+Determinism: every random choice is seeded from `seed` (shuffles with explicit seeds, stateless
+ops for sampling and augmentation, deterministic parallel maps), so the same seed gives the same
+batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import tensorflow as tf
+
+from tf_reid.data import augment
+from tf_reid.data.tfrecords import largest_shard, parse_identity, shard_files
+from tfrecords_builder import features, writer
+
+EPOCH_MODES = ("identities", "batches")
+
+
+def sample_instances(records: tf.Tensor, num_instances: int, seed: tf.Tensor) -> tf.Tensor:
+    """K of an identity's records: without replacement if it has >= K, else with replacement.
+
+    Args:
+      records: [n] serialised records of one identity, n >= 1.
+      num_instances: K.
+      seed: [2] int stateless seed.
+
+    Returns:
+      [K] records.
+    """
+    n = tf.shape(records)[0]
+    keys = tf.random.stateless_uniform([n], seed)
+    distinct = tf.argsort(keys)[: tf.minimum(n, num_instances)]
+    repeated = tf.random.stateless_uniform([num_instances], seed[::-1], maxval=n, dtype=tf.int32)
+    index = tf.cond(n >= num_instances, lambda: distinct, lambda: repeated)
+    return tf.ensure_shape(tf.gather(records, index), [num_instances])
+
+
+def identities_of_shard(path: tf.Tensor, window: int) -> tf.data.Dataset:
+    """One element per identity of a shard: (label, pid, [n] serialised records).
+
+    `window` must be >= the largest identity (the largest shard bounds it), so that an
+    identity is never cut into two elements.
+    """
+    records = tf.data.TFRecordDataset(path).map(lambda s: (*parse_identity(s), s))
+    grouped = records.group_by_window(
+        key_func=lambda pid, label, s: pid,
+        reduce_func=lambda key, ds: ds.batch(window),
+        window_size=window)
+    return grouped.map(lambda pids, labels, s: (labels[0], pids[0], s))
+
+
+def steps_per_epoch(num_identities: int, num_identities_per_batch: int, num_replicas: int = 1,
+                    batches_per_epoch: int | None = None) -> int:
+    """Batches in an epoch: one pass over the identities, or a fixed number of batches."""
+    if batches_per_epoch is not None:
+        return batches_per_epoch
+    steps = num_identities // (num_identities_per_batch * num_replicas)
+    if steps < 1:
+        raise ValueError(f"{num_identities} training identities cannot fill a batch of "
+                         f"{num_identities_per_batch} x {num_replicas} replicas")
+    return steps
+
+
+def _pass_seed(seed: int, epoch: tf.Tensor, stream: int) -> tf.Tensor:
+    return tf.cast(seed, tf.int64) * 1_000_003 + epoch * 101 + stream
+
+
+def pk_dataset(data_dir: str, num_identities: int = 32, num_instances: int = 4,
+               height: int = 256, width: int = 128, seed: int = 0,
+               augment_config: augment.AugmentConfig = augment.AugmentConfig(normalize=False),
+               num_replicas: int = 1, shuffle_buffer: int = 1024, cycle_length: int = 4,
+               split: str = "train", manifest: dict[str, Any] | None = None,
+               num_parallel_calls: int = tf.data.AUTOTUNE) -> tf.data.Dataset:
+    """An endless dataset of PK training batches (see the module docstring).
+
+    Args:
+      data_dir: output of `tools.build_tfrecords`.
+      num_identities: P, identities per replica batch.
+      num_instances: K, images per identity.
+      height, width: model input size.
+      seed: seeds every random choice.
+      augment_config: which augmentations run.
+      num_replicas: replicas sharing the global batch.
+      shuffle_buffer: identities in the identity shuffle buffer.
+      cycle_length: shards read at once.
+      split: which split of the manifest to sample.
+      manifest: the parsed manifest, if already loaded.
+      num_parallel_calls: parallelism of the decode/augment map.
+
+    Returns:
+      Elements (images [R*P*K, height, width, 3], labels [R*P*K] int64), where labels are the
+      contiguous training labels; identity-major, R = num_replicas. Images are uint8 in [0, 255],
+      or normalised float32 when `augment_config.normalize`.
+    """
+    manifest = manifest or writer.read_manifest(data_dir)
+    files = shard_files(data_dir, split, manifest)
+    window = largest_shard(manifest, split)
+    ids_per_batch = num_identities * num_replicas
+    steps_per_epoch(manifest["splits"][split]["identities"], num_identities, num_replicas)
+
+    def one_pass(epoch: tf.Tensor) -> tf.data.Dataset:
+        shards = tf.data.Dataset.from_tensor_slices(files).shuffle(
+            len(files), seed=_pass_seed(seed, epoch, 1))
+        ids = shards.interleave(lambda path: identities_of_shard(path, window),
+                                cycle_length=min(cycle_length, len(files)),
+                                num_parallel_calls=min(cycle_length, len(files)),
+                                deterministic=True)
+        ids = ids.shuffle(shuffle_buffer, seed=_pass_seed(seed, epoch, 2))
+
+        def draw(index, identity):
+            label, _, records = identity
+            sample_seed = tf.stack([_pass_seed(seed, epoch, 3), index])
+            return sample_instances(records, num_instances, sample_seed), tf.fill([num_instances], label)
+
+        return ids.enumerate().map(draw).batch(ids_per_batch, drop_remainder=True)
+
+    # Per image: decode, resize, flip, pad + crop (uint8 unless normalising in the pipeline).
+    # Per batch: random erasing and normalisation, whose per-image scalar ops and float passes
+    # cost more than the work itself on this host (measured: see BUILD.md).
+    per_image = dataclasses.replace(augment_config, erasing_probability=0.0, normalize=False)
+
+    def image(serialized, label, image_seed):
+        encoded = tf.io.parse_single_example(
+            serialized, {features.IMAGE: features.FEATURE_SPEC[features.IMAGE]})[features.IMAGE]
+        # Geometric ops move 4x fewer bytes on uint8.
+        dtype = tf.float32 if augment_config.normalize else tf.uint8
+        pixels = augment.decode_and_resize(encoded, height, width, dtype)
+        return augment.augment(pixels, image_seed, per_image), label
+
+    def finish(images, labels, batch_seed):
+        if augment_config.erasing_probability > 0:
+            images = augment.random_erasing_batch(
+                images, batch_seed, augment_config.erasing_probability,
+                augment_config.erasing_area, augment_config.erasing_aspect,
+                augment_config.erasing_fill)
+        if augment_config.normalize:
+            images = augment.normalize(images)
+        return images, labels
+
+    batch_size = ids_per_batch * num_instances
+    images = (tf.data.Dataset.counter()
+              .flat_map(one_pass)
+              .map(lambda records, labels: (tf.reshape(records, [-1]), tf.reshape(labels, [-1])))
+              .unbatch())
+    image_seeds = tf.data.Dataset.random(seed=seed).batch(2)
+    batch_seeds = tf.data.Dataset.random(seed=seed + 1).batch(2)
+    batches = (tf.data.Dataset.zip(images, image_seeds)
+               .map(lambda record_label, s: image(*record_label, s),
+                    num_parallel_calls=num_parallel_calls, deterministic=True)
+               .batch(batch_size, drop_remainder=True))
+    return (tf.data.Dataset.zip(batches, batch_seeds)
+            .map(lambda batch, s: finish(*batch, s), num_parallel_calls=num_parallel_calls,
+                 deterministic=True)
+            .prefetch(tf.data.AUTOTUNE))
