@@ -4,8 +4,9 @@ How a batch is made (one pass = one epoch "by identities"):
   1. the split's shards, shuffled, are read `cycle_length` at a time (interleave); inside a
      shard an identity's records are contiguous, so `group_by_window` turns them into one
      element per identity. Memory is bounded by `cycle_length` shards, never the dataset.
-  2. identities are shuffled (`shuffle_buffer` of them) and each draws K of its records:
-     without replacement when it has >= K, with replacement otherwise.
+  2. each identity draws K of its records (without replacement when it has >= K, with
+     replacement otherwise), then identities are shuffled (`shuffle_buffer` of them, K records
+     each), so memory holds K records per buffered identity.
   3. P x num_replicas identities form a global batch (the pass's remainder is dropped, so no
      batch spans two passes and no identity appears twice in a batch); images are laid out
      identity-major: K images of identity 0, then K of identity 1, ...
@@ -131,14 +132,15 @@ def pk_dataset(data_dir: str, num_identities: int = 32, num_instances: int = 4,
                                 cycle_length=min(cycle_length, len(files)),
                                 num_parallel_calls=min(cycle_length, len(files)),
                                 deterministic=True)
-        ids = ids.shuffle(shuffle_buffer, seed=_pass_seed(seed, epoch, 2))
 
         def draw(index, identity):
             label, _, records = identity
             sample_seed = tf.stack([_pass_seed(seed, epoch, 3), index])
             return sample_instances(records, num_instances, sample_seed), tf.fill([num_instances], label)
 
-        return ids.enumerate().map(draw).batch(ids_per_batch, drop_remainder=True)
+        # Drawing K before the shuffle keeps K records per identity in the buffer, not all.
+        ids = ids.enumerate().map(draw).shuffle(shuffle_buffer, seed=_pass_seed(seed, epoch, 2))
+        return ids.batch(ids_per_batch, drop_remainder=True)
 
     # Per image: decode, resize, flip, pad + crop (uint8 unless normalising in the pipeline).
     # Per batch: random erasing and normalisation, whose per-image scalar ops and float passes
