@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-requirements
 DEMO := data/demo
 
-.PHONY: demo test test-all bench clean-demo
+.PHONY: demo test bench clean-demo
 
 $(STAMP): requirements.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (tf-reid needs Python 3.11)"; exit 1; }
@@ -29,6 +29,8 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.build_tfrecords
+	$(PY) -m bench.input_pipeline
+	$(PY) -m bench.local_distance
 
 clean-demo:
 	rm -rf $(DEMO)

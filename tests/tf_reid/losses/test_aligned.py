@@ -1,0 +1,413 @@
+"""Aligned local distance: hand-worked paths, a nested-loop DP twin, gradients, replicas."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.conftest import REPO
+from tf_reid.losses.aligned import (aligned_distance, aligned_distance_matrix,
+                                    element_distances, shortest_path)
+
+
+def reference_path(d: np.ndarray) -> tuple[float, np.ndarray]:
+    """The slow obvious DP on one [H, H] matrix: (S(H-1, H-1), 0/1 cells of the path).
+
+    Arithmetic stays in d's dtype, cell by cell as the paper writes it; ties come from above.
+    """
+    h = d.shape[0]
+    inf = d.dtype.type(np.inf)
+    s = np.zeros_like(d)
+    from_above = np.zeros((h, h), bool)
+    for i in range(h):
+        for j in range(h):
+            if i == 0 and j == 0:
+                s[i][j] = d[i][j]
+                continue
+            above = s[i - 1][j] if i > 0 else inf
+            left = s[i][j - 1] if j > 0 else inf
+            from_above[i][j] = above <= left
+            s[i][j] = d[i][j] + min(above, left)
+    cells = np.zeros_like(d)
+    i, j = h - 1, h - 1
+    cells[i][j] = 1
+    while (i, j) != (0, 0):
+        if from_above[i][j]:
+            i -= 1
+        else:
+            j -= 1
+        cells[i][j] = 1
+    return s[h - 1][h - 1], cells
+
+
+def reference_element_distances(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """[N, H, H] (e^d - 1) / (e^d + 1) of stripe distances, the paper's form, by loops."""
+    n, h, _ = x.shape
+    out = np.zeros((n, h, h))
+    for p in range(n):
+        for i in range(h):
+            for j in range(h):
+                dist = np.sqrt(np.sum((x[p, i].astype(np.float64) - y[p, j]) ** 2))
+                out[p, i, j] = (np.exp(dist) - 1) / (np.exp(dist) + 1)
+    return out
+
+
+def reference_gradients(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """d aligned_distance / d x and / d y: the path indicator chained through tanh(||.|| / 2).
+
+    d tanh(e / 2) / d x_i = (1 - tanh^2(e / 2)) / 2 * (x_i - y_j) / e, and 0 where e = 0.
+    """
+    x, y = x.astype(np.float64), y.astype(np.float64)
+    grad_x, grad_y = np.zeros_like(x), np.zeros_like(y)
+    d = reference_element_distances(x, y)
+    for p in range(x.shape[0]):
+        _, cells = reference_path(d[p])
+        for i, j in zip(*np.nonzero(cells)):
+            diff = x[p, i] - y[p, j]
+            norm = np.linalg.norm(diff)
+            if norm > 0:
+                g = (1 - d[p, i, j] ** 2) / 2 * diff / norm
+                grad_x[p, i] += g
+                grad_y[p, j] -= g
+    return grad_x, grad_y
+
+
+def path_and_cells(d, dtype=tf.float64):
+    """(shortest_path(d), its gradient with respect to d: the path's indicator)."""
+    d = tf.constant(d, dtype)
+    with tf.GradientTape() as tape:
+        tape.watch(d)
+        lengths = shortest_path(d)
+    return lengths.numpy(), tape.gradient(lengths, d).numpy()
+
+
+def distances_and_gradients(x, y):
+    x, y = tf.constant(x), tf.constant(y)
+    with tf.GradientTape() as tape:
+        tape.watch([x, y])
+        dist = aligned_distance(x, y)
+    grad_x, grad_y = tape.gradient(dist, [x, y])
+    return dist.numpy(), grad_x.numpy(), grad_y.numpy()
+
+
+def stripes(seed: int, n: int, h: int, c: int, dtype=np.float32) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, h, c)).astype(dtype)
+
+
+# --- the DP -------------------------------------------------------------------------------------
+
+def test_hand_worked_3x3():
+    d = [[0.1, 0.5, 0.1],
+         [0.2, 0.1, 0.9],
+         [0.4, 0.3, 0.2]]
+    # The six right/down paths, each of 5 cells:
+    #   RRDD .1+.5+.1+.9+.2 = 1.8   RDRD .1+.5+.1+.9+.2 = 1.8   RDDR .1+.5+.1+.3+.2 = 1.2
+    #   DRRD .1+.2+.1+.9+.2 = 1.5   DRDR .1+.2+.1+.3+.2 = 0.9   DDRR .1+.2+.4+.3+.2 = 1.2
+    # Shortest: down, right, down, right = 0.9. As the DP table S:
+    #   .1  .6  .7
+    #   .3  .4 1.3
+    #   .7  .7  .9
+    lengths, cells = path_and_cells([d])
+    np.testing.assert_allclose(lengths, [0.9], atol=1e-12)
+    np.testing.assert_array_equal(cells[0], [[1, 0, 0],
+                                             [1, 1, 0],
+                                             [0, 1, 1]])
+
+
+def test_hand_worked_2x2_and_ties_come_from_above():
+    # Right then down: .5 + .2 + .4 = 1.1; down then right: .5 + .1 + .4 = 1.0.
+    lengths, cells = path_and_cells([[[0.5, 0.2], [0.1, 0.4]]])
+    np.testing.assert_allclose(lengths, [1.0], atol=1e-12)
+    np.testing.assert_array_equal(cells[0], [[1, 0], [1, 1]])
+    # Both paths cost 0 + 1 + 0 = 1; (1, 1) takes its predecessor from above, (0, 1).
+    lengths, cells = path_and_cells([[[0.0, 1.0], [1.0, 0.0]]])
+    np.testing.assert_allclose(lengths, [1.0], atol=1e-12)
+    np.testing.assert_array_equal(cells[0], [[1, 1], [0, 1]])
+
+
+def test_one_stripe_is_the_single_cell():
+    lengths, cells = path_and_cells([[[0.3]], [[2.0]]])
+    np.testing.assert_allclose(lengths, [0.3, 2.0], atol=1e-12)
+    np.testing.assert_array_equal(cells, [[[1]], [[1]]])
+
+
+@pytest.mark.parametrize("h", [1, 2, 5, 8, 16])
+@pytest.mark.parametrize("n", [1, 7, 100])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_wavefront_matches_nested_loop_dp(h, n, dtype):
+    d = np.random.default_rng(h * 1000 + n).uniform(size=(n, h, h)).astype(dtype)
+    lengths, cells = path_and_cells(d, tf.as_dtype(dtype))
+    expected = [reference_path(m) for m in d]
+    np.testing.assert_allclose(lengths, [length for length, _ in expected], rtol=1e-5, atol=1e-5)
+    # Same operations in the same dtype and order, so even near-ties resolve identically.
+    np.testing.assert_array_equal(cells, np.stack([c for _, c in expected]))
+
+
+def test_path_has_2h_minus_1_cells_including_both_corners():
+    _, cells = path_and_cells(np.random.default_rng(3).uniform(size=(50, 6, 6)))
+    np.testing.assert_array_equal(cells.sum(axis=(1, 2)), np.full(50, 11))
+    np.testing.assert_array_equal(cells[:, 0, 0], 1)
+    np.testing.assert_array_equal(cells[:, -1, -1], 1)
+
+
+def test_empty_batch():
+    lengths, cells = path_and_cells(np.zeros((0, 4, 4)))
+    assert lengths.shape == (0,) and cells.shape == (0, 4, 4)
+
+
+# --- element distances ----------------------------------------------------------------------------
+
+def test_element_distances_hand_worked():
+    # ||(3, 4) - (0, 0)|| = 5, tanh(5 / 2) = (e^5 - 1) / (e^5 + 1) = 147.413 / 149.413 = 0.986614.
+    x = [[[0.0, 0.0], [3.0, 4.0]]]
+    y = [[[0.0, 0.0], [0.0, 0.0]]]
+    np.testing.assert_allclose(element_distances(x, y).numpy(), [[[0.0, 0.0],
+                                                                   [0.986614, 0.986614]]],
+                               atol=1e-6)
+
+
+def test_tanh_half_is_the_papers_normalisation():
+    e = np.linspace(0.0, 30.0, 301)
+    np.testing.assert_allclose(np.tanh(e / 2), (np.exp(e) - 1) / (np.exp(e) + 1), atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_element_distances_match_loops(dtype):
+    x, y = stripes(0, 6, 5, 4, dtype), stripes(1, 6, 5, 4, dtype)
+    np.testing.assert_allclose(element_distances(x, y).numpy(),
+                               reference_element_distances(x, y), atol=1e-6)
+
+
+def test_equal_stripes_are_zero_up_to_the_expansions_rounding():
+    # Small integers make ||x||^2 + ||y||^2 - 2 x.y exact: equal stripes are exactly 0.
+    x = np.random.default_rng(2).integers(-5, 6, size=(3, 4, 8)).astype(np.float32)
+    np.testing.assert_array_equal(np.diagonal(element_distances(x, x.copy()).numpy(), axis1=1,
+                                              axis2=2), 0)
+    # Random stripes cancel to a residue of about sqrt(machine epsilon) * ||x||: tanh(e / 2) <=
+    # 1e-3 * ||x|| in float32 (measured up to 4e-4), 1e-7 * ||x|| in float64 (measured 2e-8).
+    for dtype, bound in ((np.float32, 1e-3), (np.float64, 1e-7)):
+        x = stripes(2, 50, 8, 128, dtype)
+        diagonal = np.diagonal(element_distances(x, x.copy()).numpy(), axis1=1, axis2=2)
+        assert np.all(diagonal <= bound * np.linalg.norm(x, axis=-1)), dtype
+
+
+# --- aligned distance ---------------------------------------------------------------------------
+
+def test_identical_images_hand_worked():
+    # x == y = stripes (0, 0), (3, 4): D = [[0, t], [t, 0]] with t = tanh(2.5) = 0.986614, both
+    # paths cost t (not 0: a path cannot stay on the diagonal) and the tie goes through (0, 1).
+    # Gradient: cell (0, 1) is x_0 against y_1, d t / d x_0 = (1 - t^2) / 2 * (x_0 - y_1) / 5
+    #   = 0.0265922 / 2 * (-0.6, -0.8) = (-0.0079777, -0.0106369), and the opposite for y_1;
+    # the zero-distance diagonal cells contribute 0, not NaN.
+    x = np.array([[[0.0, 0.0], [3.0, 4.0]]], np.float32)
+    dist, grad_x, grad_y = distances_and_gradients(x, x.copy())
+    np.testing.assert_allclose(dist, [0.986614], atol=1e-6)
+    np.testing.assert_allclose(grad_x, [[[-0.0079777, -0.0106369], [0.0, 0.0]]], atol=1e-6)
+    np.testing.assert_allclose(grad_y, [[[0.0, 0.0], [0.0079777, 0.0106369]]], atol=1e-6)
+
+
+@pytest.mark.parametrize("h", [1, 3, 8])
+@pytest.mark.parametrize("dtype, atol", [(np.float32, 1e-2), (np.float64, 1e-6)])
+def test_identical_images_match_reference(h, dtype, atol):
+    # The tolerance is the expansion's residue on the path's diagonal cells (see above).
+    x = stripes(4, 20, h, 6, dtype)
+    expected = [reference_path(m)[0] for m in reference_element_distances(x, x)]
+    dist, grad_x, grad_y = distances_and_gradients(x, x.copy())
+    np.testing.assert_allclose(dist, expected, atol=atol)
+    assert np.all(np.isfinite(grad_x)) and np.all(np.isfinite(grad_y))
+    if h == 1:
+        np.testing.assert_allclose(dist, 0, atol=atol)
+
+
+def test_symmetric_and_bounded():
+    x, y = stripes(5, 40, 8, 16), stripes(6, 40, 8, 16)
+    xy, yx = aligned_distance(x, y).numpy(), aligned_distance(y, x).numpy()
+    np.testing.assert_allclose(xy, yx, rtol=1e-6)
+    assert np.all(xy >= 0) and np.all(xy <= 2 * 8 - 1)
+    # Far-apart stripes saturate tanh: every cell is ~1 and the distance approaches 2H-1.
+    far = aligned_distance(x * 100, -x * 100 + 1000).numpy()
+    np.testing.assert_allclose(far, 15.0, rtol=1e-6)
+
+
+def test_matches_reference_on_random_stripes():
+    x, y = stripes(7, 30, 8, 16), stripes(8, 30, 8, 16)
+    expected = [reference_path(m)[0] for m in reference_element_distances(x, y)]
+    np.testing.assert_allclose(aligned_distance(x, y).numpy(), expected, rtol=1e-5)
+
+
+# --- gradients ----------------------------------------------------------------------------------
+
+def finite_difference(x: np.ndarray, y: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """Central differences of aligned_distance(x, y)[n] with respect to x[n], all in one call."""
+    n, h, c = x.shape
+    basis = np.eye(h * c).reshape(h * c, h, c) * eps
+    plus = np.concatenate([x[p] + basis for p in range(n)])
+    minus = np.concatenate([x[p] - basis for p in range(n)])
+    ys = np.repeat(y, h * c, axis=0)
+    diff = aligned_distance(plus, ys).numpy() - aligned_distance(minus, ys).numpy()
+    return (diff / (2 * eps)).reshape(n, h, c)
+
+
+def test_gradient_matches_finite_differences():
+    x, y = stripes(9, 4, 5, 3, np.float64), stripes(10, 4, 5, 3, np.float64)
+    _, grad_x, grad_y = distances_and_gradients(x, y)
+    np.testing.assert_allclose(grad_x, finite_difference(x, y), atol=1e-7)
+    # Symmetry: d(x, y) = d(y, x), so y's gradient is the same difference taken the other way.
+    np.testing.assert_allclose(grad_y, finite_difference(y, x), atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gradient_is_the_reference_paths_chain_rule(dtype):
+    x, y = stripes(11, 25, 8, 6, dtype), stripes(12, 25, 8, 6, dtype)
+    _, grad_x, grad_y = distances_and_gradients(x, y)
+    expected_x, expected_y = reference_gradients(x, y)
+    np.testing.assert_allclose(grad_x, expected_x, atol=1e-6)
+    np.testing.assert_allclose(grad_y, expected_y, atol=1e-6)
+
+
+def test_same_values_and_gradients_inside_tf_function():
+    x, y = stripes(13, 10, 6, 4), stripes(14, 10, 6, 4)
+
+    @tf.function
+    def graph(x, y):
+        with tf.GradientTape() as tape:
+            tape.watch([x, y])
+            dist = aligned_distance(x, y)
+        return dist, *tape.gradient(dist, [x, y])
+
+    for eager, traced in zip(distances_and_gradients(x, y), graph(tf.constant(x), tf.constant(y))):
+        np.testing.assert_allclose(traced.numpy(), eager, atol=1e-7)
+
+
+# --- all pairs ----------------------------------------------------------------------------------
+
+def pairwise_loop(query: np.ndarray, gallery: np.ndarray) -> np.ndarray:
+    return np.array([[aligned_distance(query[i:i + 1], gallery[j:j + 1]).numpy()[0]
+                      for j in range(len(gallery))] for i in range(len(query))])
+
+
+@pytest.mark.parametrize("block", [1, 6, 8, 4096])
+def test_matrix_matches_pairwise_loop(block):
+    # 5 x 7 = 35 pairs: one piece at 4096; tiles of 2 x 3, 2 x 4 (edge tiles padded) or 1 x 1.
+    query, gallery = stripes(15, 5, 4, 3), stripes(16, 7, 4, 3)
+    np.testing.assert_allclose(aligned_distance_matrix(query, gallery, block=block).numpy(),
+                               pairwise_loop(query, gallery), atol=1e-6)
+
+
+def test_matrix_for_a_single_query_and_a_long_gallery():
+    query, gallery = stripes(17, 1, 6, 5), stripes(18, 50, 6, 5)
+    np.testing.assert_allclose(aligned_distance_matrix(query, gallery, block=16).numpy(),
+                               pairwise_loop(query, gallery), atol=1e-6)
+    np.testing.assert_allclose(aligned_distance_matrix(gallery, query, block=16).numpy(),
+                               pairwise_loop(gallery, query), atol=1e-6)
+
+
+def test_matrix_with_unknown_sizes_inside_tf_function():
+    query, gallery = stripes(19, 6, 4, 3), stripes(20, 3, 4, 3)
+    spec = tf.TensorSpec([None, 4, 3])
+    traced = tf.function(lambda q, g: aligned_distance_matrix(q, g, block=4),
+                         input_signature=[spec, spec])
+    np.testing.assert_allclose(traced(query, gallery).numpy(), pairwise_loop(query, gallery),
+                               atol=1e-6)
+    assert traced(query[:0], gallery).shape == (0, 3)
+    assert traced(query, gallery[:0]).shape == (6, 0)
+
+
+def test_matrix_gradient_is_the_same_tiled_or_in_one_piece():
+    query, gallery = tf.constant(stripes(21, 5, 4, 3)), tf.constant(stripes(22, 7, 4, 3))
+    weights = tf.constant(np.random.default_rng(23).normal(size=(5, 7)), tf.float32)
+    grads = []
+    for block in (4, 4096):
+        with tf.GradientTape() as tape:
+            tape.watch([query, gallery])
+            total = tf.reduce_sum(weights * aligned_distance_matrix(query, gallery, block=block))
+        grads.append([g.numpy() for g in tape.gradient(total, [query, gallery])])
+    expected_q, expected_g = np.zeros((5, 4, 3)), np.zeros((7, 4, 3))
+    for i in range(5):
+        for j in range(7):
+            gq, gg = reference_gradients(query.numpy()[i:i + 1], gallery.numpy()[j:j + 1])
+            expected_q[i] += weights.numpy()[i, j] * gq[0]
+            expected_g[j] += weights.numpy()[i, j] * gg[0]
+    for grad_q, grad_g in grads:
+        np.testing.assert_allclose(grad_q, expected_q, atol=1e-5)
+        np.testing.assert_allclose(grad_g, expected_g, atol=1e-5)
+
+
+# --- replicas -----------------------------------------------------------------------------------
+
+MIRRORED_SCRIPT = textwrap.dedent("""
+    import json
+    import numpy as np
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+    from tf_reid.losses.aligned import aligned_distance
+
+    STRIPES, CHANNELS, BATCH = 4, 3, 8
+
+
+    class Local(keras.Model):
+        # A Dense layer read as stripes; the loss pulls images 2k and 2k+1 together.
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(STRIPES * CHANNELS)
+            self.tracker = keras.metrics.Mean(name="loss")
+
+        def call(self, inputs):
+            return tf.reshape(self.dense(inputs), [-1, STRIPES, CHANNELS])
+
+        @property
+        def metrics(self):
+            return [self.tracker]
+
+        def train_step(self, data):
+            with tf.GradientTape() as tape:
+                stripes = self(data, training=True)
+                per_pair = aligned_distance(stripes[0::2], stripes[1::2])
+                loss = tf.nn.compute_average_loss(per_pair, global_batch_size=BATCH // 2)
+            grads = tape.gradient(loss, self.trainable_variables)
+            self.optimizer.apply(grads, self.trainable_variables)
+            self.tracker.update_state(tf.reduce_mean(per_pair))
+            return {"loss": self.tracker.result()}
+
+
+    def train(strategy):
+        inputs = np.random.default_rng(0).normal(size=(2 * BATCH, 5)).astype(np.float32)
+        kernel = np.random.default_rng(1).normal(size=(5, STRIPES * CHANNELS)).astype(np.float32)
+        with strategy.scope():
+            model = Local()
+            model(np.zeros((1, 5), np.float32))
+            model.dense.set_weights([kernel, np.zeros(STRIPES * CHANNELS, np.float32)])
+            model.compile(optimizer=keras.optimizers.SGD(0.1))
+        data = tf.data.Dataset.from_tensor_slices(inputs).batch(BATCH)
+        history = model.fit(data, epochs=1, steps_per_epoch=2, verbose=0)
+        return history.history["loss"][-1], model.dense.get_weights()[0], kernel
+
+
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    loss, trained, initial = train(mirrored)
+    _, single, _ = train(tf.distribute.get_strategy())
+    print(json.dumps({"replicas": mirrored.num_replicas_in_sync, "loss": float(loss),
+                      "moved": float(np.abs(trained - initial).max()),
+                      "vs_single": float(np.abs(trained - single).max())}))
+""")
+
+
+def test_trains_under_mirrored_strategy_on_two_cpus():
+    result = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["replicas"] == 2
+    assert np.isfinite(report["loss"]) and report["loss"] > 0
+    assert report["moved"] > 1e-3
+    # Pairs never straddle the replicas' halves, so two replicas take the single device's steps.
+    assert report["vs_single"] < 1e-5
