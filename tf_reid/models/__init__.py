@@ -1,0 +1,1 @@
+"""Backbones and the weights they start from, and the AlignedReID model built on them."""
