@@ -7,6 +7,13 @@ extrapolated per pair, and (b) the same wavefront vectorised in NumPy. All three
 agree first. Then forward + backward (a tape inside a tf.function, as in a train step) of the
 DP alone and of the whole distance from [N, H, C] stripes (element distances included), and
 the batch's 128 x 128 matrix by `aligned_distance_matrix` (one GEMM per tile, no pair copies).
+
+Last, the project's target: forward + backward of the whole aligned distance, from stripe
+features [N, H, C] (N = 128 x 128 pairs) to the gradients with respect to both inputs, for
+H = 8 and H = 16: TF (`aligned_distance` under a tape in a tf.function) against NumPy vectorised
+over the pairs (element distances by one batched matmul, the wavefront keeping its choices, the
+path traced back and chained through tanh(sqrt(.) / 2)), checked to agree on small N first.
+The goal is NumPy / TF >= 3.
 """
 
 from __future__ import annotations
@@ -36,6 +43,8 @@ flags.DEFINE_integer("channels", 128, "C, channels per stripe (rows from stripes
 flags.DEFINE_integer("block", 4096, "aligned_distance_matrix's pairs per tile.")
 flags.DEFINE_integer("reference_pairs", 512, "Pairs the nested-loop NumPy DP is timed on.")
 flags.DEFINE_integer("repeats", 20, "Timed calls per implementation; the best is kept.")
+flags.DEFINE_list("target_stripes", ["8", "16"], "H values of the forward + backward target.")
+flags.DEFINE_integer("target_repeats", 5, "Timed calls per implementation in the target table.")
 
 
 def nested_loop_dp(d: np.ndarray) -> np.ndarray:
@@ -73,6 +82,53 @@ def numpy_wavefront(d: np.ndarray) -> np.ndarray:
         above = np.concatenate([np.full((n, 1), np.inf, d.dtype), previous[:, :-1]], axis=1)
         previous = diagonal + np.minimum(above, previous)
     return previous[:, h - 1]
+
+
+def numpy_distance_forward_backward(x: np.ndarray, y: np.ndarray
+                                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Aligned distances [N] and their gradients w.r.t. x [N, M, C] and y [N, L, C], in NumPy.
+
+    Vectorised over the N pairs; loops only over the M+L-1 anti-diagonals (forward) and back.
+    Same expansion and zero-distance rule as `tf_reid.losses.aligned`: squared distances at or
+    below 1e-12 are 0 with a zero gradient.
+    """
+    n, rows, _ = x.shape
+    cols = y.shape[1]
+    x_sq = np.einsum("nic,nic->ni", x, x)[:, :, None]
+    y_sq = np.einsum("njc,njc->nj", y, y)[:, None, :]
+    squared = np.maximum(x_sq + y_sq - 2 * np.matmul(x, y.transpose(0, 2, 1)), 0)
+    nonzero = squared > 1e-12
+    norm = np.sqrt(np.where(nonzero, squared, 1)) * nonzero  # [N, M, L]
+    d = np.tanh(norm / 2)
+
+    # Wavefront over anti-diagonals k = i + j in the skewed layout (row i), keeping choices.
+    diagonals = rows + cols - 1
+    row = np.arange(rows)
+    inf = np.full((n, 1), np.inf, d.dtype)
+    padded = np.concatenate([d.reshape(n, rows * cols), inf], axis=1)  # +inf off the matrix
+    skew = np.array([np.where((k - row >= 0) & (k - row < cols), row * cols + k - row,
+                              rows * cols) for k in range(diagonals)])
+    from_above = np.zeros((diagonals, n, rows), bool)
+    previous = padded[:, skew[0]]
+    for k in range(1, diagonals):
+        above = np.concatenate([inf, previous[:, :-1]], axis=1)
+        from_above[k] = above <= previous
+        previous = padded[:, skew[k]] + np.minimum(above, previous)
+    lengths = previous[:, rows - 1]
+
+    # Trace back: the path's cell on anti-diagonal k is (i, k - i); ties came from above.
+    path = np.zeros((n, rows, cols), d.dtype)
+    pairs = np.arange(n)
+    i = np.full(n, rows - 1)
+    for k in range(diagonals - 1, -1, -1):
+        path[pairs, i, k - i] = 1
+        i = i - from_above[k, pairs, i]
+
+    # d tanh(e / 2) / d x_i = (1 - tanh^2) / 2 * (x_i - y_j) / e, and 0 where e = 0.
+    w = path * (1 - d * d) / 2 / np.where(nonzero, norm, 1) * nonzero
+    grad_x = x * w.sum(axis=2)[:, :, None] - np.matmul(w, y)
+    grad_y = y * w.sum(axis=1)[:, :, None] - np.matmul(w.transpose(0, 2, 1), x)
+    return lengths, grad_x, grad_y
 
 
 def best_seconds(fn: Callable[[], object], repeats: int) -> float:
@@ -156,6 +212,29 @@ def main(argv: list[str]) -> None:
     for name, count, seconds in rows:
         print(f"{name:56} {seconds * 1e3:9.2f} {count / seconds:10.3g} "
               f"{xla_rate / (count / seconds):14.1f}")
+
+    target = []
+    for stripes in map(int, FLAGS.target_stripes):
+        xs = tf.constant((rng.normal(size=(n, stripes, c)) / np.sqrt(c)).astype(np.float32))
+        ys = tf.constant((rng.normal(size=(n, stripes, c)) / np.sqrt(c)).astype(np.float32))
+        x_np, y_np = xs.numpy(), ys.numpy()
+        small = slice(0, 256)
+        tf_dist, (tf_gx, tf_gy) = distance_forward_backward(xs[small], ys[small])
+        np_dist, np_gx, np_gy = numpy_distance_forward_backward(x_np[small], y_np[small])
+        np.testing.assert_allclose(np_dist, tf_dist.numpy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(np_gx, tf_gx.numpy(), atol=1e-5)
+        np.testing.assert_allclose(np_gy, tf_gy.numpy(), atol=1e-5)
+        tf_seconds = best_seconds(run(lambda: distance_forward_backward(xs, ys)),
+                                  FLAGS.target_repeats)
+        np_seconds = best_seconds(lambda: numpy_distance_forward_backward(x_np, y_np),
+                                  FLAGS.target_repeats)
+        target.append((stripes, tf_seconds, np_seconds))
+    print(f"\nTarget: distance forward + backward from [N,H,{c}] to both gradients, N = {n}, "
+          f"best of {FLAGS.target_repeats}; TF and NumPy agree on 256 pairs; goal NumPy / TF >= 3")
+    print(f"{'H':>4} {'TF ms':>10} {'NumPy ms':>10} {'NumPy / TF':>11}")
+    for stripes, tf_seconds, np_seconds in target:
+        print(f"{stripes:4d} {tf_seconds * 1e3:10.2f} {np_seconds * 1e3:10.2f} "
+              f"{np_seconds / tf_seconds:11.2f}")
 
 
 if __name__ == "__main__":

@@ -17,16 +17,16 @@ from tf_reid.losses.aligned import (aligned_distance, aligned_distance_matrix,
 
 
 def reference_path(d: np.ndarray) -> tuple[float, np.ndarray]:
-    """The slow obvious DP on one [H, H] matrix: (S(H-1, H-1), 0/1 cells of the path).
+    """The slow obvious DP on one [M, L] matrix: (S(M-1, L-1), 0/1 cells of the path).
 
     Arithmetic stays in d's dtype, cell by cell as the paper writes it; ties come from above.
     """
-    h = d.shape[0]
+    h, w = d.shape
     inf = d.dtype.type(np.inf)
     s = np.zeros_like(d)
-    from_above = np.zeros((h, h), bool)
+    from_above = np.zeros((h, w), bool)
     for i in range(h):
-        for j in range(h):
+        for j in range(w):
             if i == 0 and j == 0:
                 s[i][j] = d[i][j]
                 continue
@@ -35,7 +35,7 @@ def reference_path(d: np.ndarray) -> tuple[float, np.ndarray]:
             from_above[i][j] = above <= left
             s[i][j] = d[i][j] + min(above, left)
     cells = np.zeros_like(d)
-    i, j = h - 1, h - 1
+    i, j = h - 1, w - 1
     cells[i][j] = 1
     while (i, j) != (0, 0):
         if from_above[i][j]:
@@ -43,16 +43,17 @@ def reference_path(d: np.ndarray) -> tuple[float, np.ndarray]:
         else:
             j -= 1
         cells[i][j] = 1
-    return s[h - 1][h - 1], cells
+    return s[h - 1][w - 1], cells
 
 
 def reference_element_distances(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """[N, H, H] (e^d - 1) / (e^d + 1) of stripe distances, the paper's form, by loops."""
+    """[N, M, L] (e^d - 1) / (e^d + 1) of stripe distances, the paper's form, by loops."""
     n, h, _ = x.shape
-    out = np.zeros((n, h, h))
+    w = y.shape[1]
+    out = np.zeros((n, h, w))
     for p in range(n):
         for i in range(h):
-            for j in range(h):
+            for j in range(w):
                 dist = np.sqrt(np.sum((x[p, i].astype(np.float64) - y[p, j]) ** 2))
                 out[p, i, j] = (np.exp(dist) - 1) / (np.exp(dist) + 1)
     return out
@@ -159,6 +160,52 @@ def test_path_has_2h_minus_1_cells_including_both_corners():
 def test_empty_batch():
     lengths, cells = path_and_cells(np.zeros((0, 4, 4)))
     assert lengths.shape == (0,) and cells.shape == (0, 4, 4)
+    lengths, cells = path_and_cells(np.zeros((0, 3, 5)))
+    assert lengths.shape == (0,) and cells.shape == (0, 3, 5)
+
+
+def test_hand_worked_2x3():
+    d = [[0.1, 0.9, 0.2],
+         [0.3, 0.1, 0.4]]
+    # The three right/down paths, each of 2 + 3 - 1 = 4 cells:
+    #   RRD .1+.9+.2+.4 = 1.6   RDR .1+.9+.1+.4 = 1.5   DRR .1+.3+.1+.4 = 0.9
+    lengths, cells = path_and_cells([d])
+    np.testing.assert_allclose(lengths, [0.9], atol=1e-12)
+    np.testing.assert_array_equal(cells[0], [[1, 0, 0],
+                                             [1, 1, 1]])
+    # Transposed, the same path runs right then down: lengths do not depend on orientation.
+    lengths, cells = path_and_cells([np.transpose(d)])
+    np.testing.assert_allclose(lengths, [0.9], atol=1e-12)
+    np.testing.assert_array_equal(cells[0], [[1, 1], [0, 1], [0, 1]])
+
+
+def test_single_row_or_column_is_the_sum():
+    d = np.random.default_rng(24).uniform(size=(4, 1, 5))
+    for m in (d, np.transpose(d, [0, 2, 1])):
+        lengths, cells = path_and_cells(m)
+        np.testing.assert_allclose(lengths, m.sum(axis=(1, 2)), atol=1e-12)
+        np.testing.assert_array_equal(cells, 1)
+
+
+@pytest.mark.parametrize("rows, cols", [(1, 5), (5, 1), (3, 7), (7, 3), (8, 6), (2, 16)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_non_square_wavefront_matches_nested_loop_dp(rows, cols, dtype):
+    rng = np.random.default_rng(rows * 100 + cols)
+    n = int(rng.integers(1, 60))
+    d = rng.uniform(size=(n, rows, cols)).astype(dtype)
+    lengths, cells = path_and_cells(d, tf.as_dtype(dtype))
+    expected = [reference_path(m) for m in d]
+    np.testing.assert_allclose(lengths, [length for length, _ in expected], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(cells, np.stack([c for _, c in expected]))
+    np.testing.assert_array_equal(cells.sum(axis=(1, 2)), np.full(n, rows + cols - 1))
+
+
+def test_rejects_unknown_or_empty_stripe_counts():
+    with pytest.raises(ValueError, match="static"):
+        tf.function(shortest_path,
+                    input_signature=[tf.TensorSpec([None, 3, None])]).get_concrete_function()
+    with pytest.raises(ValueError, match="at least one"):
+        shortest_path(np.zeros((2, 0, 3), np.float32))
 
 
 # --- element distances ----------------------------------------------------------------------------
@@ -241,10 +288,27 @@ def test_matches_reference_on_random_stripes():
     np.testing.assert_allclose(aligned_distance(x, y).numpy(), expected, rtol=1e-5)
 
 
+@pytest.mark.parametrize("rows, cols", [(1, 5), (5, 1), (3, 7), (8, 6)])
+def test_non_square_matches_reference_and_is_symmetric(rows, cols):
+    n = int(np.random.default_rng(rows * 10 + cols).integers(1, 40))
+    x, y = stripes(25, n, rows, 16), stripes(26, n, cols, 16)
+    d = element_distances(x, y).numpy()
+    assert d.shape == (n, rows, cols)
+    reference = reference_element_distances(x, y)
+    np.testing.assert_allclose(d, reference, atol=1e-6)
+    dist = aligned_distance(x, y).numpy()
+    np.testing.assert_allclose(dist, [reference_path(m)[0] for m in reference], rtol=1e-5)
+    np.testing.assert_allclose(aligned_distance(y, x).numpy(), dist, rtol=1e-6)
+    assert np.all(dist >= 0) and np.all(dist <= rows + cols - 1)
+
+
 # --- gradients ----------------------------------------------------------------------------------
 
 def finite_difference(x: np.ndarray, y: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    """Central differences of aligned_distance(x, y)[n] with respect to x[n], all in one call."""
+    """Central differences of aligned_distance(x, y)[n] with respect to x[n], all in one call.
+
+    x is [N, M, C] and y [N, L, C]; M and L may differ.
+    """
     n, h, c = x.shape
     basis = np.eye(h * c).reshape(h * c, h, c) * eps
     plus = np.concatenate([x[p] + basis for p in range(n)])
@@ -260,6 +324,22 @@ def test_gradient_matches_finite_differences():
     np.testing.assert_allclose(grad_x, finite_difference(x, y), atol=1e-7)
     # Symmetry: d(x, y) = d(y, x), so y's gradient is the same difference taken the other way.
     np.testing.assert_allclose(grad_y, finite_difference(y, x), atol=1e-7)
+
+
+def test_non_square_gradient_matches_finite_differences():
+    x, y = stripes(27, 4, 3, 3, np.float64), stripes(28, 4, 7, 3, np.float64)
+    _, grad_x, grad_y = distances_and_gradients(x, y)
+    np.testing.assert_allclose(grad_x, finite_difference(x, y), atol=1e-7)
+    np.testing.assert_allclose(grad_y, finite_difference(y, x), atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_non_square_gradient_is_the_reference_paths_chain_rule(dtype):
+    x, y = stripes(29, 25, 8, 6, dtype), stripes(30, 25, 6, 6, dtype)
+    _, grad_x, grad_y = distances_and_gradients(x, y)
+    expected_x, expected_y = reference_gradients(x, y)
+    np.testing.assert_allclose(grad_x, expected_x, atol=1e-6)
+    np.testing.assert_allclose(grad_y, expected_y, atol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -298,6 +378,15 @@ def test_matrix_matches_pairwise_loop(block):
     query, gallery = stripes(15, 5, 4, 3), stripes(16, 7, 4, 3)
     np.testing.assert_allclose(aligned_distance_matrix(query, gallery, block=block).numpy(),
                                pairwise_loop(query, gallery), atol=1e-6)
+
+
+@pytest.mark.parametrize("block", [1, 6, 4096])
+def test_non_square_matrix_matches_pairwise_loop(block):
+    query, gallery = stripes(31, 5, 3, 4), stripes(32, 7, 6, 4)
+    np.testing.assert_allclose(aligned_distance_matrix(query, gallery, block=block).numpy(),
+                               pairwise_loop(query, gallery), atol=1e-6)
+    np.testing.assert_allclose(aligned_distance_matrix(gallery, query, block=block).numpy(),
+                               pairwise_loop(query, gallery).T, atol=1e-6)
 
 
 def test_matrix_for_a_single_query_and_a_long_gallery():
