@@ -351,6 +351,37 @@ def test_gradient_is_the_reference_paths_chain_rule(dtype):
     np.testing.assert_allclose(grad_y, expected_y, atol=1e-6)
 
 
+@pytest.mark.parametrize("rows, cols", [(8, 8), (3, 7), (6, 1)])
+def test_fused_distance_is_the_taped_composition(rows, cols):
+    # aligned_distance chains the path by hand; the tape through element_distances and
+    # shortest_path is the unfused twin.
+    x, y = tf.constant(stripes(33, 20, rows, 5)), tf.constant(stripes(34, 20, cols, 5))
+    weights = tf.constant(np.random.default_rng(35).normal(size=20), tf.float32)
+    results = []
+    for fn in (aligned_distance, lambda a, b: shortest_path(element_distances(a, b))):
+        with tf.GradientTape() as tape:
+            tape.watch([x, y])
+            dist = fn(x, y)
+            total = tf.reduce_sum(weights * dist)
+        results.append([dist.numpy(), *[g.numpy() for g in tape.gradient(total, [x, y])]])
+    for fused, taped in zip(*results):
+        np.testing.assert_allclose(fused, taped, atol=1e-5)
+
+
+def test_empty_batch_and_unknown_batch_size():
+    x, y = tf.zeros([0, 4, 3]), tf.zeros([0, 5, 3])
+    with tf.GradientTape() as tape:
+        tape.watch([x, y])
+        dist = aligned_distance(x, y)
+    grad_x, grad_y = tape.gradient(dist, [x, y])
+    assert dist.shape == (0,) and grad_x.shape == (0, 4, 3) and grad_y.shape == (0, 5, 3)
+    # Zeros against ones in 3 channels: every cell is tanh(sqrt(3) / 2), 4 + 6 - 1 on the path.
+    traced = tf.function(aligned_distance, input_signature=[tf.TensorSpec([None, 4, None]),
+                                                            tf.TensorSpec([None, 6, None])])
+    np.testing.assert_allclose(traced(tf.zeros([2, 4, 3]), tf.ones([2, 6, 3])).numpy(),
+                               np.full(2, 9 * np.tanh(np.sqrt(3) / 2)), rtol=1e-6)
+
+
 def test_same_values_and_gradients_inside_tf_function():
     x, y = stripes(13, 10, 6, 4), stripes(14, 10, 6, 4)
 
