@@ -1,0 +1,307 @@
+"""k-reciprocal re-ranking (Zhong et al., CVPR 2017), NumPy in, NumPy out.
+
+"Re-ranking Person Re-identification with k-reciprocal Encoding". The input convention and
+every numerical step follow the authors' Python release (`re_ranking(q_g_dist, q_q_dist,
+g_g_dist, k1=20, k2=6, lambda_value=0.3)`): plain Euclidean distances go in, the
+(Q+G)x(Q+G) matrix ``[[q_q, q_g], [q_g^T, g_g]]`` is squared, cast to float32, each column is
+divided by its maximum and the result transposed; k-reciprocal sets, their expansion,
+Gaussian-weighted encodings V, local query expansion over the k2 nearest neighbours and the
+Jaccard distance follow; the result is ``(1 - lambda) * jaccard + lambda * original``
+restricted to query rows and gallery columns.
+
+Three entry points:
+
+* `re_ranking_dense` -- the release, step by step, holding (Q+G)x(Q+G) dense matrices. It is
+  the reference, usable for small problems only.
+* `re_ranking` -- same numbers (to float32 rounding of sums) without ever holding an
+  (N x N) matrix, N = Q + G: distance rows are produced ``block`` rows at a time, only the
+  top-(k1+1) neighbour lists (N x (k1+1) ints) are kept, V is a scipy CSR matrix, and the
+  Jaccard part is computed for query rows against gallery columns only. The [Q, G] output
+  is the only dense matrix of quadratic size.
+* `re_ranking_features` -- as `re_ranking`, but computes Euclidean distances from features
+  block by block; no G x G matrix exists at any time.
+
+Memory of `re_ranking`: O(block * N + N * k1 + nnz(V) + Q * G). Time: each distance row is
+produced twice (one pass for neighbour lists, one for the encodings) and fully sorted once
+per pass (full sort, not a partial one, so ties are broken exactly as the dense reference).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = ["re_ranking_dense", "re_ranking", "re_ranking_features"]
+
+
+def _check(k1: int, k2: int, lambda_value: float, block: int | None = None) -> None:
+    if k1 < 1 or k2 < 1:
+        raise ValueError(f"k1 and k2 must be >= 1, got k1={k1}, k2={k2}")
+    if not 0.0 <= lambda_value <= 1.0:
+        raise ValueError(f"lambda_value must be in [0, 1], got {lambda_value}")
+    if block is not None and block < 1:
+        raise ValueError(f"block must be >= 1, got {block}")
+
+
+def _check_blocks(q_g_dist, q_q_dist, g_g_dist) -> tuple[int, int]:
+    num_q, num_g = q_g_dist.shape
+    if q_q_dist.shape != (num_q, num_q) or g_g_dist.shape != (num_g, num_g):
+        raise ValueError(
+            f"expected q_g [Q, G], q_q [Q, Q], g_g [G, G]; got {q_g_dist.shape}, "
+            f"{q_q_dist.shape}, {g_g_dist.shape}"
+        )
+    return num_q, num_g
+
+
+# --------------------------------------------------------------------------------------------
+# Dense reference: the release, one step at a time.
+# --------------------------------------------------------------------------------------------
+
+
+def re_ranking_dense(
+    q_g_dist: np.ndarray,
+    q_q_dist: np.ndarray,
+    g_g_dist: np.ndarray,
+    k1: int = 20,
+    k2: int = 6,
+    lambda_value: float = 0.3,
+) -> np.ndarray:
+    """Re-ranked distances [Q, G] (float32), holding dense (Q+G)x(Q+G) matrices.
+
+    Args:
+      q_g_dist: [Q, G] Euclidean query-gallery distances.
+      q_q_dist: [Q, Q] Euclidean query-query distances.
+      g_g_dist: [G, G] Euclidean gallery-gallery distances.
+      k1, k2, lambda_value: as in the paper / release.
+    """
+    _check(k1, k2, lambda_value)
+    num_q, _ = _check_blocks(q_g_dist, q_q_dist, g_g_dist)
+    full = np.concatenate(
+        [
+            np.concatenate([q_q_dist, q_g_dist], axis=1),
+            np.concatenate([q_g_dist.T, g_g_dist], axis=1),
+        ],
+        axis=0,
+    )
+    full = np.power(full, 2).astype(np.float32)
+    original = np.transpose(1.0 * full / np.max(full, axis=0))
+    num_all = original.shape[0]
+    v = np.zeros_like(original, dtype=np.float32)
+    initial_rank = np.argsort(original).astype(np.int32)
+    half = int(np.around(k1 / 2.0))
+
+    def reciprocal(i: int, k: int) -> np.ndarray:
+        forward = initial_rank[i, : k + 1]
+        backward = initial_rank[forward, : k + 1]
+        rows_with_i = np.where(backward == i)[0]
+        return forward[rows_with_i]
+
+    for i in range(num_all):
+        k_reciprocal = reciprocal(i, k1)
+        expansion = k_reciprocal
+        for candidate in k_reciprocal:
+            cand_reciprocal = reciprocal(candidate, half)
+            overlap = len(np.intersect1d(cand_reciprocal, k_reciprocal))
+            if overlap > 2.0 / 3 * len(cand_reciprocal):
+                expansion = np.append(expansion, cand_reciprocal)
+        expansion = np.unique(expansion)
+        weight = np.exp(-original[i, expansion])
+        v[i, expansion] = weight / np.sum(weight)
+
+    original = original[:num_q]
+    if k2 != 1:
+        v_qe = np.zeros_like(v, dtype=np.float32)
+        for i in range(num_all):
+            v_qe[i, :] = np.mean(v[initial_rank[i, :k2], :], axis=0)
+        v = v_qe
+
+    inv_index = [np.where(v[:, col] != 0)[0] for col in range(num_all)]
+    jaccard = np.zeros_like(original, dtype=np.float32)
+    for i in range(num_q):
+        temp_min = np.zeros(shape=[1, num_all], dtype=np.float32)
+        nonzero = np.where(v[i, :] != 0)[0]
+        for col in nonzero:
+            rows = inv_index[col]
+            temp_min[0, rows] = temp_min[0, rows] + np.minimum(v[i, col], v[rows, col])
+        jaccard[i] = 1 - temp_min / (2.0 - temp_min)
+
+    final = jaccard * (1 - lambda_value) + original * lambda_value
+    return final[:num_q, num_q:]
+
+
+# --------------------------------------------------------------------------------------------
+# Low-memory version.
+# --------------------------------------------------------------------------------------------
+
+RowFn = Callable[[int, int], np.ndarray]
+
+
+def _normalised_rows(rows: RowFn, start: int, stop: int) -> np.ndarray:
+    """Rows [start, stop) of the release's transposed, column-normalised squared distance.
+
+    The squared matrix is symmetric, so its column i equals its row i and the release's
+    ``transpose(D / max(D, axis=0))`` has row i = D[i, :] / max(D[i, :]): each row is
+    normalised by its own maximum, no global pass is needed.
+    """
+    block = np.power(np.asarray(rows(start, stop)), 2).astype(np.float32)
+    return 1.0 * block / np.max(block, axis=1, keepdims=True)
+
+
+def _reciprocal(ranks: np.ndarray, i: int, k: int) -> np.ndarray:
+    forward = ranks[i, : k + 1]
+    backward = ranks[forward, : k + 1]
+    return forward[(backward == i).any(axis=1)]
+
+
+def _rerank_rows(
+    rows: RowFn, num_q: int, num_all: int, k1: int, k2: int, lambda_value: float, block: int
+) -> np.ndarray:
+    """Re-ranking from a function giving raw distance rows [stop - start, N] of the full matrix."""
+    num_keep = min(max(k1 + 1, k2), num_all)
+    ranks = np.empty((num_all, num_keep), dtype=np.int32)
+    original_qg = np.empty((num_q, num_all - num_q), dtype=np.float32)
+
+    # Pass 1: neighbour lists (and the query-gallery part of the normalised distance).
+    for start in range(0, num_all, block):
+        stop = min(start + block, num_all)
+        dist = _normalised_rows(rows, start, stop)
+        ranks[start:stop] = np.argsort(dist, axis=1)[:, :num_keep]
+        if start < num_q:
+            q_stop = min(stop, num_q)
+            original_qg[start:q_stop] = dist[: q_stop - start, num_q:]
+
+    # Pass 2: k-reciprocal encodings V, one CSR row per probe.
+    half = int(np.around(k1 / 2.0))
+    indptr = [0]
+    indices: list[np.ndarray] = []
+    data: list[np.ndarray] = []
+    for start in range(0, num_all, block):
+        stop = min(start + block, num_all)
+        dist = _normalised_rows(rows, start, stop)
+        for i in range(start, stop):
+            k_reciprocal = _reciprocal(ranks, i, k1)
+            parts = [k_reciprocal]
+            for candidate in k_reciprocal:
+                cand = _reciprocal(ranks, int(candidate), half)
+                if len(np.intersect1d(cand, k_reciprocal)) > 2.0 / 3 * len(cand):
+                    parts.append(cand)
+            expansion = np.unique(np.concatenate(parts))
+            weight = np.exp(-dist[i - start, expansion])
+            indices.append(expansion)
+            data.append(weight / np.sum(weight))
+            indptr.append(indptr[-1] + len(expansion))
+    v = sp.csr_matrix(
+        (np.concatenate(data), np.concatenate(indices), np.asarray(indptr)),
+        shape=(num_all, num_all),
+        dtype=np.float32,
+    )
+
+    # Local query expansion: V_qe[i] = mean of V over i's k2 nearest neighbours (sparse).
+    if k2 != 1:
+        neighbours = ranks[:, :k2]
+        expand = sp.csr_matrix(
+            (
+                np.full(neighbours.size, 1.0 / k2, dtype=np.float32),
+                neighbours.ravel(),
+                np.arange(0, neighbours.size + 1, k2),
+            ),
+            shape=(num_all, num_all),
+        )
+        v = (expand @ v).tocsr()
+    v.eliminate_zeros()
+
+    # Jaccard, query rows x gallery columns: sum over common support of min(V_q, V_g).
+    v_gallery = v[num_q:].tocsc()
+    num_g = num_all - num_q
+    jaccard = np.empty((num_q, num_g), dtype=np.float32)
+    for i in range(num_q):
+        cols = v.indices[v.indptr[i] : v.indptr[i + 1]]
+        vals = v.data[v.indptr[i] : v.indptr[i + 1]]
+        sub = v_gallery[:, cols]
+        owner = np.repeat(np.arange(len(cols)), np.diff(sub.indptr))
+        mins = np.minimum(sub.data, vals[owner])
+        temp_min = np.bincount(sub.indices, weights=mins, minlength=num_g).astype(np.float32)
+        jaccard[i] = 1 - temp_min / (2.0 - temp_min)
+
+    return jaccard * (1 - lambda_value) + original_qg * lambda_value
+
+
+def re_ranking(
+    q_g_dist: np.ndarray,
+    q_q_dist: np.ndarray,
+    g_g_dist: np.ndarray,
+    k1: int = 20,
+    k2: int = 6,
+    lambda_value: float = 0.3,
+    block: int = 1024,
+) -> np.ndarray:
+    """Re-ranked distances [Q, G] (float32), equal to `re_ranking_dense` without N x N memory.
+
+    Args:
+      q_g_dist: [Q, G] Euclidean query-gallery distances.
+      q_q_dist: [Q, Q] Euclidean query-query distances (symmetric).
+      g_g_dist: [G, G] Euclidean gallery-gallery distances (symmetric). Only ever read
+        ``block`` rows at a time (``g_g_dist[start:stop]``), twice in all, so it may be a
+        row-major ``np.memmap`` on disk larger than memory; the caller may pass it as such.
+      k1, k2, lambda_value: as in the paper / release.
+      block: rows of the (Q+G)-wide distance matrix materialised at once.
+
+    Distance matrices are assumed symmetric (as Euclidean distances are): the release's
+    column maxima are then row maxima, which lets each row block be normalised on its own.
+    """
+    _check(k1, k2, lambda_value, block)
+    num_q, num_g = _check_blocks(q_g_dist, q_q_dist, g_g_dist)
+
+    def rows(start: int, stop: int) -> np.ndarray:
+        parts = []
+        if start < num_q:
+            q_stop = min(stop, num_q)
+            parts.append(np.concatenate([q_q_dist[start:q_stop], q_g_dist[start:q_stop]], axis=1))
+        if stop > num_q:
+            g_start, g_stop = max(start, num_q) - num_q, stop - num_q
+            parts.append(
+                np.concatenate(
+                    [np.asarray(q_g_dist[:, g_start:g_stop]).T, g_g_dist[g_start:g_stop]], axis=1
+                )
+            )
+        return np.concatenate(parts, axis=0)
+
+    return _rerank_rows(rows, num_q, num_q + num_g, k1, k2, lambda_value, block)
+
+
+def euclidean_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Euclidean distances [A, B] between rows of a [A, D] and b [B, D], in a's dtype."""
+    sq = (a * a).sum(axis=1)[:, None] + (b * b).sum(axis=1)[None, :] - 2.0 * (a @ b.T)
+    return np.sqrt(np.maximum(sq, 0.0))
+
+
+def re_ranking_features(
+    query_features: np.ndarray,
+    gallery_features: np.ndarray,
+    k1: int = 20,
+    k2: int = 6,
+    lambda_value: float = 0.3,
+    block: int = 1024,
+) -> np.ndarray:
+    """Re-ranked distances [Q, G] from features [Q, D] and [G, D]; never forms G x G.
+
+    Euclidean distances are computed ``block`` rows at a time with `euclidean_distances`,
+    so the result equals `re_ranking` on distances computed by that function (up to
+    matrix-product rounding, which is not guaranteed bitwise identical across block shapes).
+    """
+    _check(k1, k2, lambda_value, block)
+    if query_features.ndim != 2 or gallery_features.ndim != 2:
+        raise ValueError("features must be 2-D [num, dim]")
+    if query_features.shape[1] != gallery_features.shape[1]:
+        raise ValueError(
+            f"feature dims differ: {query_features.shape[1]} vs {gallery_features.shape[1]}"
+        )
+    features = np.concatenate([query_features, gallery_features], axis=0)
+    num_q = query_features.shape[0]
+
+    def rows(start: int, stop: int) -> np.ndarray:
+        return euclidean_distances(features[start:stop], features)
+
+    return _rerank_rows(rows, num_q, features.shape[0], k1, k2, lambda_value, block)
