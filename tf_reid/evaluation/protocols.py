@@ -1,0 +1,202 @@
+"""Dataset-specific evaluation protocols: CUHK03 single-gallery-shot CMC and MARS tracklet pooling.
+
+NumPy in, NumPy out; no TensorFlow. The plain multi-shot protocol lives in `metrics.py`
+(`evaluate_rank`); this module holds the protocol quirks that do not fit it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tf_reid.evaluation.metrics import _NO_MATCH, _validate
+
+POOLING_METHODS = ("mean", "max")
+
+# Queries ranked at once; bounds the [block, num_gallery] working arrays like `evaluate_rank`.
+_BLOCK = 256
+
+
+def _sgs_block(dist, q_pids, q_camids, g_inv, g_camids, group_perm, group_starts, repeats, rng):
+    """Single-gallery-shot first-match ranks for a [b, num_gallery] block of distances.
+
+    `g_inv` holds gallery pids relabelled 0..P-1 (and `q_pids` relabelled the same way, -1 when the
+    query's pid is not in the gallery); `group_perm` sorts the gallery by that label and
+    `group_starts` are the first positions of each label in that order.
+
+    Returns (has_match [b] bool, ranks [repeats, b] int64, 1-based; 0 where there is no match).
+    """
+    b, num_g = dist.shape
+    same_pid = q_pids[:, None] == g_inv[None, :]
+    junk = same_pid & (q_camids[:, None] == g_camids[None, :])
+    good = same_pid & ~junk
+    has = good.any(axis=1)
+    rows = np.arange(b)
+    cols = np.arange(num_g)
+    ranks = np.zeros((repeats, b), dtype=np.int64)
+    for r in range(repeats):
+        # One uniform draw per gallery item; per (query, pid) the item with the smallest key is
+        # that pid's sampled shot, i.e. a uniform pick among its non-junk items.
+        keys = rng.random((b, num_g))
+        keys[junk] = np.inf
+        group_min = np.minimum.reduceat(keys[:, group_perm], group_starts, axis=1)
+        chosen = (keys == group_min[:, g_inv]) & np.isfinite(keys)
+        match = np.argmax(chosen & good, axis=1)  # the single sampled true match (if any)
+        d_match = dist[rows, match][:, None]
+        # Stable-sort rank among the sampled items: closer, or equally close and earlier.
+        ahead = (dist < d_match) | ((dist == d_match) & (cols[None, :] < match[:, None]))
+        ranks[r] = np.where(has, (chosen & ahead).sum(axis=1) + 1, 0)
+    return has, ranks
+
+
+def evaluate_single_gallery_shot(
+    distmat: np.ndarray,
+    q_pids: np.ndarray,
+    g_pids: np.ndarray,
+    q_camids: np.ndarray,
+    g_camids: np.ndarray,
+    max_rank: int = 50,
+    repeats: int = 10,
+    seed: int = 0,
+) -> tuple[np.ndarray, float]:
+    """CMC and mAP under the CUHK03 classic single-gallery-shot protocol (smaller distance = better).
+
+    Protocol (Li et al., "DeepReID", CVPR 2014; torchreid's `eval_cuhk03`), per query: gallery
+    items with the query's pid and camera are junk and removed. Then, `repeats` times, one
+    gallery image is sampled uniformly at random for every pid that still has an item, and the
+    query is ranked against those sampled images only, so it has exactly one true match. A query
+    whose pid has no item left is skipped and left out of every mean.
+
+    CMC: `cmc[k]` is the fraction of (query, repeat) pairs whose match is at rank <= k + 1,
+    i.e. the per-query CMC averaged over repeats, then over evaluated queries. When fewer than
+    `max_rank` pids are sampled the curve is padded with its last value (1.0).
+    AP: with one true match at rank r, AP = 1 / r; it is averaged over repeats, then over
+    queries. (torchreid instead reports the AP of the full, unsampled gallery.)
+    Ties in distance are broken by gallery index, as in `evaluate_rank`. When every gallery pid
+    has a single image, nothing is random and the result equals `evaluate_rank`'s.
+
+    Args:
+        distmat: [num_query, num_gallery] distances.
+        q_pids: [num_query] query identities.
+        g_pids: [num_gallery] gallery identities.
+        q_camids: [num_query] query camera ids.
+        g_camids: [num_gallery] gallery camera ids.
+        max_rank: length of the returned CMC curve.
+        repeats: number of random gallery samplings.
+        seed: seed of the `numpy.random.Generator` drawing the samples.
+
+    Returns:
+        (cmc [max_rank] float64, mAP float).
+
+    Raises:
+        ValueError: on inconsistent shapes or arguments, or when no query has a match.
+    """
+    distmat = np.asarray(distmat)
+    q_pids, g_pids = np.asarray(q_pids), np.asarray(g_pids)
+    q_camids, g_camids = np.asarray(q_camids), np.asarray(g_camids)
+    _validate(distmat, q_pids, g_pids, q_camids, g_camids, max_rank, "standard", _BLOCK)
+    if isinstance(repeats, bool) or not isinstance(repeats, (int, np.integer)) or repeats < 1:
+        raise ValueError(f"repeats must be a positive integer, got {repeats!r}")
+
+    num_q, num_g = distmat.shape
+    if num_g == 0:
+        raise ValueError(_NO_MATCH)
+    unique_pids, g_inv = np.unique(g_pids, return_inverse=True)
+    g_inv = g_inv.reshape(-1)
+    pos = np.clip(np.searchsorted(unique_pids, q_pids), 0, len(unique_pids) - 1)
+    q_inv = np.where(unique_pids[pos] == q_pids, pos, -1)
+    group_perm = np.argsort(g_inv, kind="stable")
+    group_starts = np.flatnonzero(np.r_[True, np.diff(g_inv[group_perm]) != 0])
+
+    rng = np.random.default_rng(seed)
+    has = np.zeros(num_q, dtype=bool)
+    ranks = np.zeros((repeats, num_q), dtype=np.int64)
+    for start in range(0, num_q, _BLOCK):
+        stop = min(start + _BLOCK, num_q)
+        has[start:stop], ranks[:, start:stop] = _sgs_block(
+            distmat[start:stop], q_inv[start:stop], q_camids[start:stop], g_inv, g_camids,
+            group_perm, group_starts, repeats, rng,
+        )
+
+    num_evaluated = int(has.sum())
+    if num_evaluated == 0:
+        raise ValueError(_NO_MATCH)
+    ranks = ranks[:, has]
+    counts = np.bincount(np.minimum(ranks.ravel(), max_rank + 1), minlength=max_rank + 2)
+    cmc = np.cumsum(counts[1 : max_rank + 1]) / ranks.size
+    mean_ap = float((1.0 / ranks).mean())
+    return cmc, mean_ap
+
+
+def pool_tracklets(
+    features: np.ndarray,
+    tracklets: np.ndarray,
+    pids: np.ndarray,
+    camids: np.ndarray,
+    method: str = "mean",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Pool frame features into one feature per tracklet (the MARS video protocol).
+
+    Zheng et al., "MARS: A Video Benchmark for Large-Scale Person Re-identification", ECCV 2016:
+    a tracklet is represented by the average (here optionally the element-wise max) of its
+    frame features. Tracklets come out in order of first appearance in `tracklets`.
+
+    Args:
+        features: [N, D] frame features.
+        tracklets: [N] tracklet id of each frame.
+        pids: [N] identity of each frame.
+        camids: [N] camera id of each frame.
+        method: "mean" or "max".
+
+    Returns:
+        (features [T, D], pids [T], camids [T], tracklet_ids [T]); pooled features keep a
+        floating input dtype, integer features are pooled in float64.
+
+    Raises:
+        ValueError: on inconsistent shapes, an unknown method, no frames, or a tracklet whose
+            frames disagree on pid or camid.
+    """
+    features = np.asarray(features)
+    tracklets, pids, camids = np.asarray(tracklets), np.asarray(pids), np.asarray(camids)
+    if method not in POOLING_METHODS:
+        raise ValueError(f"method must be one of {POOLING_METHODS}, got {method!r}")
+    if features.ndim != 2:
+        raise ValueError(f"features must be 2-D [num_frames, dim], got shape {features.shape}")
+    num_frames = features.shape[0]
+    if num_frames == 0:
+        raise ValueError("features has no frames")
+    for name, arr in (("tracklets", tracklets), ("pids", pids), ("camids", camids)):
+        if arr.shape != (num_frames,):
+            raise ValueError(
+                f"{name} must have shape (num_frames={num_frames},), got {arr.shape}"
+            )
+    if not np.issubdtype(features.dtype, np.floating):
+        features = features.astype(np.float64)
+
+    _, first, inv = np.unique(tracklets, return_index=True, return_inverse=True)
+    inv = inv.reshape(-1)
+    # Relabel tracklets 0..T-1 by first appearance instead of by sorted id.
+    appearance = np.argsort(first, kind="stable")
+    label = np.empty_like(appearance)
+    label[appearance] = np.arange(appearance.size)
+    inv = label[inv]
+    first = first[appearance]
+
+    for name, arr in (("pid", pids), ("camid", camids)):
+        bad = arr != arr[first][inv]
+        if bad.any():
+            frame = int(np.flatnonzero(bad)[0])
+            raise ValueError(
+                f"tracklet {tracklets[frame].item()!r} has frames with different {name}s "
+                f"({arr[first[inv[frame]]].item()!r} and {arr[frame].item()!r})"
+            )
+
+    order = np.argsort(inv, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(inv[order]) != 0])
+    if method == "mean":
+        sizes = np.diff(np.r_[starts, num_frames])
+        pooled = np.add.reduceat(features[order], starts, axis=0) / sizes[:, None].astype(
+            features.dtype
+        )
+    else:
+        pooled = np.maximum.reduceat(features[order], starts, axis=0)
+    return pooled, pids[first], camids[first], tracklets[first]
