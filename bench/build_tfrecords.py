@@ -23,11 +23,11 @@ import time  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from bench.common import SHARED_CUHK03  # noqa: E402
 from tfrecords_builder import cuhk03, writer  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("data_dir", os.path.join(os.path.dirname(__file__), "..", "..", "shared",
-                                             "data", "cuhk03"), "CUHK03 folder (images_labeled/).")
+flags.DEFINE_string("data_dir", SHARED_CUHK03, "CUHK03 folder (images_labeled/).")
 flags.DEFINE_integer("repeats", 3, "Runs per measurement; the best is reported.")
 flags.DEFINE_integer("num_workers", None, "Converter decoders (default: autotuned).")
 

@@ -24,13 +24,13 @@ import time  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from bench.common import SHARED_CUHK03  # noqa: E402
 from tf_reid.data import augment, pk  # noqa: E402
 from tf_reid.data.tfrecords import shard_files  # noqa: E402
 from tfrecords_builder import cuhk03, features, writer  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("data_dir", os.path.join(os.path.dirname(__file__), "..", "..", "shared",
-                                             "data", "cuhk03"), "CUHK03 folder (images_labeled/).")
+flags.DEFINE_string("data_dir", SHARED_CUHK03, "CUHK03 folder (images_labeled/).")
 flags.DEFINE_integer("batches", 30, "Batches timed per pipeline and round (after warm-up).")
 flags.DEFINE_integer("rounds", 3, "Alternating rounds of both pipelines; the best of each is kept.")
 flags.DEFINE_integer("warmup", 5, "Batches run before timing, per pipeline.")

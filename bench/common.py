@@ -1,0 +1,9 @@
+"""What the benchmarks share: where ../shared's real CUHK03 crops are."""
+
+from __future__ import annotations
+
+import os
+
+# ../shared/data/cuhk03 beside the repository (CUHK03 camera pair 1, labeled boxes).
+SHARED_CUHK03 = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared",
+                                              "data", "cuhk03"))
