@@ -334,17 +334,9 @@ def test_non_square_gradient_matches_finite_differences():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_non_square_gradient_is_the_reference_paths_chain_rule(dtype):
-    x, y = stripes(29, 25, 8, 6, dtype), stripes(30, 25, 6, 6, dtype)
-    _, grad_x, grad_y = distances_and_gradients(x, y)
-    expected_x, expected_y = reference_gradients(x, y)
-    np.testing.assert_allclose(grad_x, expected_x, atol=1e-6)
-    np.testing.assert_allclose(grad_y, expected_y, atol=1e-6)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_gradient_is_the_reference_paths_chain_rule(dtype):
-    x, y = stripes(11, 25, 8, 6, dtype), stripes(12, 25, 8, 6, dtype)
+@pytest.mark.parametrize("seeds, stripes_y", [((11, 12), 8), ((29, 30), 6)])  # square, non-square
+def test_gradient_is_the_reference_paths_chain_rule(dtype, seeds, stripes_y):
+    x, y = stripes(seeds[0], 25, 8, 6, dtype), stripes(seeds[1], 25, stripes_y, 6, dtype)
     _, grad_x, grad_y = distances_and_gradients(x, y)
     expected_x, expected_y = reference_gradients(x, y)
     np.testing.assert_allclose(grad_x, expected_x, atol=1e-6)

@@ -59,15 +59,20 @@ def test_classification_finite_on_extreme_logits(compiled):
     np.testing.assert_allclose(out, [2000.0], rtol=1e-6)
 
 
-def test_classification_gradients(compiled):
-    def grads(logits, target):
+def gradients_of(loss_fn):
+    """f(x, target) -> (d sum(loss) / dx, d sum(loss) / dtarget, zeros where there is none)."""
+    def grads(x, target):
         with tf.GradientTape(persistent=True) as tape:
-            tape.watch([logits, target])
-            loss = tf.reduce_sum(classification_mutual_loss(logits, target))
+            tape.watch([x, target])
+            loss = tf.reduce_sum(loss_fn(x, target))
         g_target = tape.gradient(loss, target)
-        return (tape.gradient(loss, logits),
-                tf.zeros_like(target) if g_target is None else g_target)
+        return tape.gradient(loss, x), tf.zeros_like(target) if g_target is None else g_target
 
+    return grads
+
+
+def test_classification_gradients(compiled):
+    grads = gradients_of(classification_mutual_loss)
     g_logits, g_target = compiled(grads)(tf.constant([[0.0, 0.0]]),
                                          tf.constant([[np.log(3.0), 0.0]], tf.float32))
     # d KL / d logits = p - p_t = [1/2 - 3/4, 1/2 - 1/4].
@@ -105,14 +110,7 @@ def test_metric_matches_paper_formula(compiled):
 
 
 def test_metric_gradients(compiled):
-    def grads(dist, target):
-        with tf.GradientTape(persistent=True) as tape:
-            tape.watch([dist, target])
-            loss = tf.reduce_sum(metric_mutual_loss(dist, target))
-        g_target = tape.gradient(loss, target)
-        return (tape.gradient(loss, dist),
-                tf.zeros_like(target) if g_target is None else g_target)
-
+    grads = gradients_of(metric_mutual_loss)
     g_dist, g_target = compiled(grads)(tf.constant([[0.0, 1.0], [1.0, 0.0]]),
                                        tf.constant([[0.0, 3.0], [3.0, 0.0]]))
     np.testing.assert_allclose(g_dist, [[0.0, -2.0], [-2.0, 0.0]], atol=1e-6)
