@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import sys
-from typing import Callable, Sequence
+from typing import Callable, Sequence, Type
 
 from tfrecords_builder.records import DatasetError
 
 
-def run_reporting(body: Callable[[], Sequence[str]]) -> int:
+def run_reporting(body: Callable[[], Sequence[str]],
+                  errors: tuple[Type[Exception], ...] = (DatasetError,)) -> int:
     """Runs `body`, prints the lines it returns, and returns the exit status.
 
-    A DatasetError (bad input) becomes one `error: <message>` line on stderr and status 1.
+    An exception of `errors` (bad input: DatasetError by default) becomes one
+    `error: <message>` line on stderr and status 1.
     """
     try:
         lines = body()
-    except DatasetError as e:
+    except errors as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print("\n".join(lines))

@@ -5,8 +5,8 @@ How a batch is made (one pass = one epoch "by identities"):
      shard an identity's records are contiguous, so `group_by_window` turns them into one
      element per identity. Memory is bounded by `cycle_length` shards, never the dataset.
   2. each identity draws K of its records (without replacement when it has >= K, with
-     replacement otherwise), then identities are shuffled (`shuffle_buffer` of them, K records
-     each), so memory holds K records per buffered identity.
+     replacement otherwise), then identities are shuffled in chunks of `shuffle_buffer` (K
+     records each), so memory holds K records per buffered identity.
   3. P x num_replicas identities form a global batch (the pass's remainder is dropped, so no
      batch spans two passes and no identity appears twice in a batch); images are laid out
      identity-major: K images of identity 0, then K of identity 1, ...
@@ -98,7 +98,8 @@ def pk_dataset(data_dir: str, num_identities: int = 32, num_instances: int = 4,
                augment_config: augment.AugmentConfig = augment.AugmentConfig(normalize=False),
                num_replicas: int = 1, shuffle_buffer: int = 1024, cycle_length: int = 4,
                split: str = "train", manifest: dict[str, Any] | None = None,
-               num_parallel_calls: int = tf.data.AUTOTUNE) -> tf.data.Dataset:
+               num_parallel_calls: int = tf.data.AUTOTUNE, start_epoch: int = 0
+               ) -> tf.data.Dataset:
     """An endless dataset of PK training batches (see the module docstring).
 
     Args:
@@ -109,11 +110,14 @@ def pk_dataset(data_dir: str, num_identities: int = 32, num_instances: int = 4,
       seed: seeds every random choice.
       augment_config: which augmentations run.
       num_replicas: replicas sharing the global batch.
-      shuffle_buffer: identities in the identity shuffle buffer.
+      shuffle_buffer: identities shuffled together (a chunk of the pass).
       cycle_length: shards read at once.
       split: which split of the manifest to sample.
       manifest: the parsed manifest, if already loaded.
       num_parallel_calls: parallelism of the decode/augment map.
+      start_epoch: the first pass to produce. Every random choice of pass e depends only on
+        (seed, e), so `start_epoch=e` yields exactly what a dataset started at 0 yields from
+        its pass e on: a resumed training run sees the same batches as an uninterrupted one.
 
     Returns:
       Elements (images [R*P*K, height, width, 3], labels [R*P*K] int64), where labels are the
@@ -127,8 +131,9 @@ def pk_dataset(data_dir: str, num_identities: int = 32, num_instances: int = 4,
     steps_per_epoch(manifest["splits"][split]["identities"], num_identities, num_replicas)
 
     def one_pass(epoch: tf.Tensor) -> tf.data.Dataset:
-        shards = tf.data.Dataset.from_tensor_slices(files).shuffle(
-            len(files), seed=_pass_seed(seed, epoch, 1))
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(len(files)), tf.stack([_pass_seed(seed, epoch, 1), 0]))
+        shards = tf.data.Dataset.from_tensor_slices(tf.gather(files, order))
         ids = shards.interleave(lambda path: identities_of_shard(path, window),
                                 cycle_length=min(cycle_length, len(files)),
                                 num_parallel_calls=min(cycle_length, len(files)),
@@ -139,9 +144,30 @@ def pk_dataset(data_dir: str, num_identities: int = 32, num_instances: int = 4,
             sample_seed = tf.stack([_pass_seed(seed, epoch, 3), index])
             return sample_instances(records, num_instances, sample_seed), tf.fill([num_instances], label)
 
+        def shuffle(index, chunk):
+            records, labels = chunk
+            order = tf.random.experimental.stateless_shuffle(
+                tf.range(tf.shape(labels)[0]), tf.stack([_pass_seed(seed, epoch, 2), index]))
+            return tf.gather(records, order), tf.gather(labels, order)
+
         # Drawing K before the shuffle keeps K records per identity in the buffer, not all.
-        ids = ids.enumerate().map(draw).shuffle(shuffle_buffer, seed=_pass_seed(seed, epoch, 2))
-        return ids.batch(ids_per_batch, drop_remainder=True)
+        # Chunks of `shuffle_buffer` identities are permuted with stateless ops: Dataset.shuffle
+        # with a tensor seed breaks when the global seed is 0 (tf.random.set_seed(0)).
+        ids = (ids.enumerate().map(draw).batch(shuffle_buffer).enumerate().map(shuffle)
+               .unbatch())
+
+        def seeds(index, batch):
+            # Stateless seeds of the batch (erasing) and of each image (flip, crop), from the
+            # pass and the batch's place in it, so no seed stream runs across passes.
+            records, labels = batch
+            n = tf.size(records, out_type=tf.int64)
+            image_seeds = tf.stack([tf.fill([n], _pass_seed(seed, epoch, 4)),
+                                    index * n + tf.range(n)], axis=1)
+            batch_seed = tf.stack([_pass_seed(seed, epoch, 5), index])
+            return (tf.reshape(records, [-1]), tf.reshape(labels, [-1]), image_seeds,
+                    tf.tile(batch_seed[tf.newaxis], [n, 1]))
+
+        return ids.batch(ids_per_batch, drop_remainder=True).enumerate().map(seeds)
 
     # Per image: decode, resize, flip, pad + crop (uint8 unless normalising in the pipeline).
     # Per batch: random erasing and normalisation, whose per-image scalar ops and float passes
@@ -156,7 +182,8 @@ def pk_dataset(data_dir: str, num_identities: int = 32, num_instances: int = 4,
         pixels = augment.decode_and_resize(encoded, height, width, dtype)
         return augment.augment(pixels, image_seed, per_image), label
 
-    def finish(images, labels, batch_seed):
+    def finish(images, labels, batch_seeds):
+        batch_seed = batch_seeds[0]
         if augment_config.erasing_probability > 0:
             images = augment.random_erasing_batch(
                 images, batch_seed, augment_config.erasing_probability,
@@ -167,17 +194,12 @@ def pk_dataset(data_dir: str, num_identities: int = 32, num_instances: int = 4,
         return images, labels
 
     batch_size = ids_per_batch * num_instances
-    images = (tf.data.Dataset.counter()
-              .flat_map(one_pass)
-              .map(lambda records, labels: (tf.reshape(records, [-1]), tf.reshape(labels, [-1])))
-              .unbatch())
-    image_seeds = tf.data.Dataset.random(seed=seed).batch(2)
-    batch_seeds = tf.data.Dataset.random(seed=seed + 1).batch(2)
-    batches = (tf.data.Dataset.zip(images, image_seeds)
-               .map(lambda record_label, s: image(*record_label, s),
+    images = tf.data.Dataset.counter(start=start_epoch).flat_map(one_pass).unbatch()
+    batches = (images
+               .map(lambda record, label, image_seed, batch_seed:
+                    (*image(record, label, image_seed), batch_seed),
                     num_parallel_calls=num_parallel_calls, deterministic=True)
                .batch(batch_size, drop_remainder=True))
-    return (tf.data.Dataset.zip(batches, batch_seeds)
-            .map(lambda batch, s: finish(*batch, s), num_parallel_calls=num_parallel_calls,
-                 deterministic=True)
+    return (batches
+            .map(finish, num_parallel_calls=num_parallel_calls, deterministic=True)
             .prefetch(tf.data.AUTOTUNE))

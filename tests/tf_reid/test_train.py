@@ -1,0 +1,128 @@
+"""`python -m tf_reid.train` end to end on synthetic data: workdir, evaluation, kill and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.conftest import REPO
+from tf_reid.training import workdir as workdir_lib
+from tfrecords_builder import synthetic, writer
+
+SMOKE = str(REPO / "configs" / "smoke.flags")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """24 identities (12 train, 12 test), 2 cameras x 3 images, 32x16 PNGs, as TFRecords."""
+    root = tmp_path_factory.mktemp("synthetic")
+    synthetic.generate(str(root / "images"), num_identities=24, num_cameras=2,
+                       images_per_identity_per_camera=3, height=32, width=16)
+    writer.build(synthetic.parse(str(root / "images")), str(root / "tfrecords"),
+                 records_per_shard=20, progress=False)
+    return str(root / "tfrecords")
+
+
+def command(data_dir, workdir, *extra):
+    return [sys.executable, "-m", "tf_reid.train", f"--flagfile={SMOKE}", f"--data_dir={data_dir}",
+            f"--workdir={workdir}", "--num_identities=4", "--height=32", "--width=16",
+            "--noprogress", *extra]
+
+
+def train(data_dir, workdir, *extra, timeout=300):
+    return subprocess.run(command(data_dir, workdir, *extra), cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def variables(prefix: str) -> dict[str, np.ndarray]:
+    reader = tf.train.load_checkpoint(prefix)
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
+            if "save_counter" not in name}
+
+
+def test_smoke_run_writes_the_workdir_and_evaluates(data_dir, tmp_path):
+    workdir = tmp_path / "run"
+    done = train(data_dir, workdir, "--students=2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert {"flags.txt", "model.json", "checkpoints", "best", "logs", "metrics.json"} <= set(
+        os.listdir(workdir))
+    # flags.txt is a valid flagfile holding the resolved values, command-line overrides included.
+    flags_text = (workdir / "flags.txt").read_text().split()
+    assert "--students=2" in flags_text and "--backbone=tiny" in flags_text
+    assert sorted(os.listdir(workdir / "checkpoints")) == [
+        "checkpoint", *[f"ckpt-{e}.{ext}" for e in (1, 2, 3)
+                        for ext in ("data-00000-of-00001", "index")]]
+    metrics = json.loads((workdir / "metrics.json").read_text())
+    assert metrics["epoch"] == 3
+    result = metrics["metrics"]["global"]
+    assert result["num_query"] == 24 and 0.0 <= result["mAP"] <= 1.0
+    assert 0.0 <= result["rank1"] <= result["rank5"] <= result["rank10"] <= 1.0
+    best = json.loads((workdir / "best" / "best.json").read_text())
+    assert best["metric"] == "global/mAP" and 1 <= best["epoch"] <= 3
+    # Two students: each tracked separately, both restored from the best checkpoint.
+    assert {"loss_0", "loss_1", "mutual_id", "mutual_metric"} <= set(metrics["train"])
+    students = workdir_lib.load_students(str(workdir), "best")
+    assert [s.name for s in students] == ["student_0", "student_1"]
+    logs = os.listdir(workdir / "logs")
+    assert len(logs) == 1 and logs[0].startswith("events.out.tfevents")
+
+
+def test_a_non_empty_workdir_is_refused_without_resume(data_dir, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    done = train(data_dir, tmp_path / "run", "--epochs=1")
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "not empty" in errors[0] and "--resume" in errors[0]
+    assert os.listdir(tmp_path / "run") == ["notes.txt"], "nothing written"
+
+
+def test_resume_refuses_changed_settings(data_dir, tmp_path):
+    workdir = tmp_path / "run"
+    assert train(data_dir, workdir, "--epochs=1", "--eval_every=-1").returncode == 0
+    done = train(data_dir, workdir, "--epochs=2", "--eval_every=-1", "--resume", "--margin=0.5")
+    assert done.returncode == 1 and "margin" in done.stderr and "error:" in done.stderr
+    # --epochs may grow: the run continues from epoch 1 to 2.
+    done = train(data_dir, workdir, "--epochs=2", "--eval_every=-1", "--resume")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert tf.train.latest_checkpoint(str(workdir / "checkpoints")).endswith("ckpt-2")
+
+
+def test_killed_and_resumed_equals_uninterrupted(data_dir, tmp_path):
+    """SIGKILL as soon as a checkpoint is recorded, resume, and compare every variable
+    (weights, BatchNorm statistics, Adam moments and iterations) with a run never killed."""
+    extra = ["--epochs=4", "--eval_every=1", "--deterministic", "--students=2"]
+    whole = train(data_dir, tmp_path / "whole", *extra)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(command(data_dir, killed, *extra), cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = killed / "checkpoints" / "checkpoint"  # written after ckpt-1's files
+    deadline = time.time() + 240
+    while not first.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert first.exists()
+    latest = tf.train.latest_checkpoint(str(killed / "checkpoints"))
+    assert latest and not latest.endswith("ckpt-4"), "killed before the end"
+
+    resumed = train(data_dir, killed, *extra, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    expected = variables(str(tmp_path / "whole" / "checkpoints" / "ckpt-4"))
+    got = variables(str(killed / "checkpoints" / "ckpt-4"))
+    assert sorted(got) == sorted(expected)
+    assert any("optimizers" in name and "iteration" in name for name in got)
+    for name, value in expected.items():
+        np.testing.assert_array_equal(got[name], value, err_msg=name)
+    assert json.loads((killed / "metrics.json").read_text())["metrics"] == json.loads(
+        (tmp_path / "whole" / "metrics.json").read_text())["metrics"]

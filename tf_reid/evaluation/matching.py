@@ -1,0 +1,201 @@
+"""Query x gallery distance matrices for retrieval: global, aligned local, and their sum.
+
+NumPy in, NumPy out (float32). Queries are processed `block` at a time, so beyond the [Q, G]
+result only O(block x G) working memory exists at once.
+
+AlignedReID (Zhang et al. 2017, "AlignedReID: Surpassing Human-Level Performance in Person
+Re-Identification", arXiv:1711.08184) retrieves with the global distance alone or with the
+global distance plus the aligned local distance (Sec. 4, "global + local": the two are added).
+The public reproductions L2-normalise each local stripe at test time before the shortest-path
+distance (michuanhaohao/AlignedReID normalises `lf` over channels in the model's eval branch;
+huanghoujing/AlignedReID-Re-Production-Pytorch `normalize(local_feats, axis=-1)` under its
+`normalize_feature` option), so `local_distances` does that by default; the global features are
+left as they are unless asked (`normalize`), since there the reproductions differ.
+
+`DISTANCES` maps the names a CLI offers ("global", "local", "global+local") to functions of the
+model's output dicts (`{"global": [N, D], "local": [N, H, C]}`) for query and gallery.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import numpy as np
+
+__all__ = [
+    "DISTANCES",
+    "combined_distances",
+    "global_distances",
+    "l2_normalize",
+    "local_distances",
+]
+
+_EPS = 1e-12  # as torch's F.normalize / clamp(min=1e-12) in the reproductions
+
+
+def _check_block(block: int) -> None:
+    if isinstance(block, bool) or not isinstance(block, (int, np.integer)) or block < 1:
+        raise ValueError(f"block must be a positive integer, got {block!r}")
+
+
+def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """x / max(||x||_2, 1e-12) along `axis`; all-zero vectors stay zero.
+
+    Args:
+        x: any shape, e.g. [N, D] global features or [N, H, C] stripes (axis=-1: per stripe).
+        axis: the axis normalised.
+
+    Returns:
+        Same shape and dtype as x.
+    """
+    x = np.asarray(x)
+    norm = np.sqrt(np.sum(x * x, axis=axis, keepdims=True))
+    return x / np.maximum(norm, _EPS).astype(x.dtype)
+
+
+def global_distances(
+    q_global: np.ndarray, g_global: np.ndarray, normalize: bool, block: int = 1024
+) -> np.ndarray:
+    """Euclidean distances between query and gallery global features.
+
+    Computed as sqrt(max(||q||^2 + ||g||^2 - 2 q.g, 0)) in the features' dtype, `block` queries
+    at a time (one GEMM each).
+
+    Args:
+        q_global: [Q, D] query features.
+        g_global: [G, D] gallery features.
+        normalize: L2-normalise every feature first (distances then lie in [0, 2] and equal
+            sqrt(2 - 2 cos)).
+        block: queries per GEMM.
+
+    Returns:
+        [Q, G] float32 distances.
+    """
+    _check_block(block)
+    q_global, g_global = np.asarray(q_global), np.asarray(g_global)
+    if q_global.ndim != 2 or g_global.ndim != 2 or q_global.shape[1] != g_global.shape[1]:
+        raise ValueError(
+            f"expected [Q, D] and [G, D] features, got {q_global.shape} and {g_global.shape}"
+        )
+    if normalize:
+        q_global, g_global = l2_normalize(q_global), l2_normalize(g_global)
+    g_sq = np.sum(g_global * g_global, axis=1)
+    out = np.empty((q_global.shape[0], g_global.shape[0]), dtype=np.float32)
+    for start in range(0, q_global.shape[0], block):
+        q = q_global[start : start + block]
+        sq = np.sum(q * q, axis=1)[:, None] + g_sq[None, :] - 2 * (q @ g_global.T)
+        out[start : start + block] = np.sqrt(np.maximum(sq, 0))
+    return out
+
+
+def local_distances(
+    q_local: np.ndarray,
+    g_local: np.ndarray,
+    block: int = 256,
+    normalize: bool = True,
+    tile: int = 4096,
+) -> np.ndarray:
+    """AlignedReID aligned local distances between every query and every gallery image.
+
+    `tf_reid.losses.aligned.aligned_distance_matrix` (XLA shortest path over the H x L stripe
+    distances tanh(||f_i - g_j|| / 2)), called on `block` queries at a time.
+
+    Args:
+        q_local: [Q, H, C] query stripes.
+        g_local: [G, L, C] gallery stripes (L may differ from H).
+        block: queries per call; memory beyond the result is one [block, G] matrix plus one
+            tile of element distances.
+        normalize: L2-normalise each stripe over its C channels first, as the AlignedReID
+            reproductions do at test time (default). Element distances then lie in
+            [0, tanh(1)].
+        tile: pairs per tile inside `aligned_distance_matrix`.
+
+    Returns:
+        [Q, G] float32 distances.
+
+    Reference: arXiv:1711.08184, Sec. 3.1.
+    """
+    _check_block(block)
+    q_local, g_local = np.asarray(q_local), np.asarray(g_local)
+    if q_local.ndim != 3 or g_local.ndim != 3 or q_local.shape[2] != g_local.shape[2]:
+        raise ValueError(
+            f"expected [Q, H, C] and [G, L, C] stripes, got {q_local.shape} and {g_local.shape}"
+        )
+    # TensorFlow is needed only here; importing it lazily keeps the global path NumPy-only.
+    import tensorflow as tf
+
+    from tf_reid.losses.aligned import aligned_distance_matrix
+
+    if normalize:
+        q_local, g_local = l2_normalize(q_local), l2_normalize(g_local)
+    num_q, num_g = q_local.shape[0], g_local.shape[0]
+    out = np.empty((num_q, num_g), dtype=np.float32)
+    if num_q == 0 or num_g == 0:
+        return out
+    gallery = tf.constant(g_local, dtype=tf.float32)
+    for start in range(0, num_q, block):
+        query = tf.constant(q_local[start : start + block], dtype=tf.float32)
+        out[start : start + block] = aligned_distance_matrix(query, gallery, block=tile).numpy()
+    return out
+
+
+def combined_distances(
+    global_dist: np.ndarray, local_dist: np.ndarray, local_weight: float = 1.0
+) -> np.ndarray:
+    """global + local_weight * local, AlignedReID's "global + local" retrieval distance.
+
+    Args:
+        global_dist: [Q, G].
+        local_dist: [Q, G].
+        local_weight: weight of the local distance (the paper adds the two: 1.0).
+
+    Returns:
+        [Q, G] float32.
+
+    Reference: arXiv:1711.08184, Sec. 4.
+    """
+    global_dist, local_dist = np.asarray(global_dist), np.asarray(local_dist)
+    if global_dist.shape != local_dist.shape or global_dist.ndim != 2:
+        raise ValueError(
+            f"expected two [Q, G] matrices of one shape, got {global_dist.shape} and "
+            f"{local_dist.shape}"
+        )
+    out = local_dist.astype(np.float32, copy=True)
+    out *= np.float32(local_weight)
+    out += global_dist
+    return out
+
+
+Features = Mapping[str, np.ndarray]
+
+
+def _global(query: Features, gallery: Features, *, normalize_global: bool,
+            normalize_local: bool, local_weight: float, block: int) -> np.ndarray:
+    del normalize_local, local_weight
+    return global_distances(query["global"], gallery["global"], normalize_global, block=block)
+
+
+def _local(query: Features, gallery: Features, *, normalize_global: bool,
+           normalize_local: bool, local_weight: float, block: int) -> np.ndarray:
+    del normalize_global, local_weight
+    return local_distances(query["local"], gallery["local"], block=block,
+                           normalize=normalize_local)
+
+
+def _global_plus_local(query: Features, gallery: Features, *, normalize_global: bool,
+                       normalize_local: bool, local_weight: float, block: int) -> np.ndarray:
+    return combined_distances(
+        global_distances(query["global"], gallery["global"], normalize_global, block=block),
+        local_distances(query["local"], gallery["local"], block=block, normalize=normalize_local),
+        local_weight,
+    )
+
+
+# name -> fn(query, gallery, *, normalize_global, normalize_local, local_weight, block) -> [Q, G]
+# float32, where query and gallery are the model's output dicts ("global": [N, D],
+# "local": [N, H, C]). A CLI offers sorted(DISTANCES).
+DISTANCES: dict[str, Callable[..., np.ndarray]] = {
+    "global": _global,
+    "local": _local,
+    "global+local": _global_plus_local,
+}

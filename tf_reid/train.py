@@ -1,0 +1,212 @@
+"""python -m tf_reid.train --flagfile=configs/smoke.flags --workdir=runs/smoke
+
+Trains AlignedReID (one student, or several with mutual learning) on identity-sharded TFRecords.
+The workdir receives the resolved flags (flags.txt, itself a valid --flagfile), model.json,
+checkpoints of the last epochs and of the best evaluation, TensorBoard logs and metrics.json.
+A non-empty workdir is refused unless --resume, which continues from the last checkpoint with
+the same step, optimiser state and data position (only --epochs and reporting flags may change).
+"""
+
+from __future__ import annotations
+
+import sys
+
+if __name__ == "__main__":
+    from tf_reid.quiet import quiet_tensorflow
+
+    quiet_tensorflow(sys.argv)
+
+import inspect  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+
+from absl import app, flags, logging  # noqa: E402
+
+from tf_reid.data import augment  # noqa: E402
+from tf_reid.models.backbones import BACKBONES  # noqa: E402
+from tf_reid.training import loop, objective  # noqa: E402
+from tf_reid.training import strategies  # noqa: E402
+from tf_reid.training import workdir as workdir_lib  # noqa: E402
+from tfrecords_builder.records import DatasetError  # noqa: E402
+from tools.cli import run_reporting  # noqa: E402
+
+FLAGS = flags.FLAGS
+# Data and run.
+flags.DEFINE_string("data_dir", None, "TFRecords folder written by tools.build_tfrecords.")
+flags.DEFINE_string("workdir", None, "Folder of this run (created; must be empty unless --resume).")
+flags.DEFINE_bool("resume", False, "Continue the run in --workdir from its last checkpoint.")
+flags.DEFINE_integer("epochs", 300, "Epochs; one epoch is one pass over the training identities.")
+flags.DEFINE_integer("seed", 0, "Seeds the initialisation and the data.")
+# Model.
+flags.DEFINE_enum("backbone", "resnet50", sorted(BACKBONES), "Backbone network.")
+flags.DEFINE_string("backbone_weights", None, "None, 'imagenet' or a weights file for the backbone.")
+flags.DEFINE_integer("last_stride", 1, "resnet50: stride of the last stage (1 or 2).")
+flags.DEFINE_bool("torch_padding", False, "mobilenet_v2: PyTorch padding, for converted weights.")
+flags.DEFINE_integer("height", 256, "Input height.")
+flags.DEFINE_integer("width", 128, "Input width.")
+flags.DEFINE_integer("embedding_dim", None, "Project the global feature to this width (None: keep C).")
+flags.DEFINE_bool("bn_neck", True, "BatchNorm between the global feature and the classifier.")
+flags.DEFINE_integer("local_channels", 128, "Channels of each local stripe feature.")
+flags.DEFINE_enum("local_pooling", "max", ["mean", "max"], "Pooling over each stripe's width.")
+flags.DEFINE_enum("global_pooling", "mean", ["mean", "max"], "Pooling of the global feature.")
+flags.DEFINE_integer("students", 1, "Students; >= 2 trains them together by mutual learning.")
+# Batches and augmentation.
+flags.DEFINE_integer("num_identities", 32, "P: identities per batch (per replica).")
+flags.DEFINE_integer("num_instances", 4, "K: images per identity.")
+flags.DEFINE_bool("flip", True, "Random horizontal flips.")
+flags.DEFINE_integer("pad", 10, "Pad this many pixels, then crop randomly (0: off).")
+flags.DEFINE_float("erasing_probability", 0.5, "Random erasing probability (0: off).")
+# Objective.
+flags.DEFINE_float("id_weight", 1.0, "Weight of the softmax ID loss.")
+flags.DEFINE_float("global_triplet_weight", 1.0, "Weight of the global TriHard loss.")
+flags.DEFINE_float("local_triplet_weight", 1.0, "Weight of the local (aligned) TriHard loss; 0: baseline.")
+flags.DEFINE_float("mutual_id_weight", 0.01, "Weight of the KL mutual loss (>= 2 students).")
+flags.DEFINE_float("mutual_metric_weight", 0.001, "Weight of the metric mutual loss (>= 2 students).")
+flags.DEFINE_float("margin", 0.3, "Global TriHard margin.")
+flags.DEFINE_float("local_margin", 0.3, "Local TriHard margin.")
+flags.DEFINE_bool("soft_margin", False, "Soft-margin triplet loss instead of the hinge.")
+flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing of the ID loss.")
+# Optimiser.
+flags.DEFINE_float("learning_rate", 1e-3, "Adam's base learning rate.")
+flags.DEFINE_list("decay_epochs", ["80", "160"], "Epochs at which the rate is multiplied by --decay_factor.")
+flags.DEFINE_float("decay_factor", 0.1, "Step decay factor.")
+flags.DEFINE_float("warmup_epochs", 0.0, "Linear warm-up length in epochs (0: none).")
+flags.DEFINE_float("warmup_factor", 0.01, "Warm-up starts at this fraction of the rate.")
+flags.DEFINE_float("weight_decay", 5e-4, "Coupled L2 weight decay on kernels.")
+# Execution.
+flags.DEFINE_enum("strategy", "default", sorted(strategies.STRATEGIES), "Distribution strategy.")
+flags.DEFINE_integer("cpu_replicas", 0, "Split the CPU into this many logical devices (testing "
+                     "--strategy=mirrored without GPUs); 0: off.")
+flags.DEFINE_enum("precision", "float32", list(loop.PRECISIONS), "Keras mixed-precision policy.")
+flags.DEFINE_bool("jit_compile", False, "XLA-compile the whole train step (single device).")
+flags.DEFINE_bool("deterministic", False, "Deterministic TensorFlow ops (slower).")
+# Evaluation and reporting.
+flags.DEFINE_integer("eval_every", 0, "Evaluate every N epochs (0: at the end only; -1: never).")
+flags.DEFINE_integer("eval_batch_size", 128, "Batch size of feature extraction.")
+flags.DEFINE_bool("eval_flip", False, "Average features of the image and its mirror.")
+flags.DEFINE_integer("checkpoints_to_keep", 3, "Checkpoints of the last epochs kept (+ the best).")
+flags.DEFINE_integer("log_every", 20, "TensorBoard scalars every N steps.")
+flags.DEFINE_bool("progress", True, "Progress bars.")
+
+# Flags that may differ when resuming: they change neither the model nor the data stream.
+RESUMABLE = {"resume", "epochs", "eval_every", "eval_batch_size", "log_every", "progress",
+             "checkpoints_to_keep", "deterministic"}
+# Backbone flags, passed to the backbone functions that take them.
+BACKBONE_FLAGS = {"backbone_weights": "weights", "last_stride": "last_stride",
+                  "torch_padding": "torch_padding"}
+
+
+def own_flags() -> dict[str, object]:
+    """This module's flags and their values (the run's resolved settings)."""
+    module = sys.modules[__name__]
+    names = [f.name for f in FLAGS.get_flags_for_module(module)]
+    if not names:  # run as __main__: absl files the flags under the script's name
+        names = [f.name for f in FLAGS.get_flags_for_module(sys.argv[0])]
+    return {name: FLAGS[name].value for name in sorted(names)}
+
+
+def flagfile_text(values: dict[str, object]) -> str:
+    lines = []
+    for name, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            lines.append(f"--{name}" if value else f"--no{name}")
+        elif isinstance(value, list):
+            lines.append(f"--{name}={','.join(map(str, value))}")
+        else:
+            lines.append(f"--{name}={value}")
+    return "\n".join(lines) + "\n"
+
+
+def check_resume(workdir: str, values: dict[str, object]) -> None:
+    """Refuses to resume a run with settings that change the model or its data."""
+    path = os.path.join(workdir, workdir_lib.FLAGS_FILE)
+    if not os.path.isfile(path):
+        return
+    saved = {}
+    for line in open(path).read().split():
+        name, _, value = line[2:].partition("=")
+        saved[name] = value
+    now = {}
+    for line in flagfile_text(values).split():
+        name, _, value = line[2:].partition("=")
+        now[name] = value
+    changed = sorted(n for n in set(saved) ^ set(now) | {n for n in saved if saved.get(n) != now.get(n)}
+                     if n.removeprefix("no") not in RESUMABLE)
+    if changed:
+        raise workdir_lib.WorkdirError(
+            f"{path}: --resume with different settings ({', '.join(changed)}); only "
+            f"{', '.join(sorted(RESUMABLE))} may change")
+
+
+def backbone_options(backbone: str) -> dict[str, object]:
+    """The backbone flags this backbone takes; setting one it does not take is an error."""
+    accepted = inspect.signature(BACKBONES[backbone]).parameters
+    options = {}
+    for flag, option in BACKBONE_FLAGS.items():
+        if option in accepted:
+            options[option] = FLAGS[flag].value
+        elif FLAGS[flag].present:
+            raise DatasetError(f"--{flag} does not apply to --backbone={backbone}")
+    return options
+
+
+def config_from_flags() -> loop.TrainConfig:
+    return loop.TrainConfig(
+        data_dir=FLAGS.data_dir, workdir=FLAGS.workdir,
+        model=dict(backbone=FLAGS.backbone, backbone_options=backbone_options(FLAGS.backbone),
+                   input_shape=(FLAGS.height, FLAGS.width, 3), embedding_dim=FLAGS.embedding_dim,
+                   bn_neck=FLAGS.bn_neck, local_channels=FLAGS.local_channels,
+                   local_pooling=FLAGS.local_pooling, global_pooling=FLAGS.global_pooling),
+        students=FLAGS.students, num_identities=FLAGS.num_identities,
+        num_instances=FLAGS.num_instances,
+        augmentation=augment.AugmentConfig(flip=FLAGS.flip, pad=FLAGS.pad,
+                                           erasing_probability=FLAGS.erasing_probability,
+                                           normalize=False),
+        losses=objective.LossWeights(
+            id=FLAGS.id_weight, global_triplet=FLAGS.global_triplet_weight,
+            local_triplet=FLAGS.local_triplet_weight, mutual_id=FLAGS.mutual_id_weight,
+            mutual_metric=FLAGS.mutual_metric_weight, margin=FLAGS.margin,
+            local_margin=FLAGS.local_margin, soft_margin=FLAGS.soft_margin,
+            label_smoothing=FLAGS.label_smoothing),
+        weight_decay=FLAGS.weight_decay, learning_rate=FLAGS.learning_rate,
+        decay_epochs=tuple(int(e) for e in FLAGS.decay_epochs), decay_factor=FLAGS.decay_factor,
+        warmup_epochs=FLAGS.warmup_epochs, warmup_factor=FLAGS.warmup_factor,
+        epochs=FLAGS.epochs, seed=FLAGS.seed, checkpoints_to_keep=FLAGS.checkpoints_to_keep,
+        eval_every=FLAGS.eval_every, eval_batch_size=FLAGS.eval_batch_size,
+        eval_flip=FLAGS.eval_flip, precision=FLAGS.precision, jit_compile=FLAGS.jit_compile,
+        log_every=FLAGS.log_every, progress=FLAGS.progress)
+
+
+def run() -> list[str]:
+    import tensorflow as tf
+
+    if FLAGS.cpu_replicas:
+        strategies.split_cpu(FLAGS.cpu_replicas)
+    if FLAGS.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    config = config_from_flags()
+    values = own_flags()
+    if FLAGS.resume:
+        check_resume(FLAGS.workdir, values)
+    workdir_lib.prepare(FLAGS.workdir, FLAGS.resume)
+    workdir_lib.write_text_atomic(os.path.join(FLAGS.workdir, workdir_lib.FLAGS_FILE),
+                                  flagfile_text(values))
+    result = loop.train(config, strategies.STRATEGIES[FLAGS.strategy](), resume=True)
+    lines = [f"trained {result['epoch']} epochs in {FLAGS.workdir}"]
+    if result.get("metrics"):
+        lines.append("metrics: " + json.dumps(result["metrics"].get("metrics"), sort_keys=True))
+    return lines
+
+
+def main(argv: list[str]) -> int:
+    del argv
+    if not FLAGS["verbosity"].present:  # checkpoint saving logs a line per save at INFO
+        logging.set_verbosity(logging.WARNING)
+    return run_reporting(run, errors=(DatasetError, workdir_lib.WorkdirError))
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["data_dir", "workdir"])
+    app.run(main)

@@ -1,0 +1,1 @@
+"""Training: the multi-student train step, schedules, strategies, workdirs and the epoch loop."""

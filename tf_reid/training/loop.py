@@ -1,0 +1,165 @@
+"""A whole training run: data, students, optimizers, `fit` over epochs, checkpoints, evaluation.
+
+`train(config, strategy)` is what `python -m tf_reid.train` calls once its flags are resolved;
+it takes explicit arguments only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from tf_reid.data import augment, pk
+from tf_reid.models.aligned_reid import AlignedReID
+from tf_reid.training import callbacks, objective, schedule, trainer
+from tf_reid.training import workdir as workdir_lib
+from tfrecords_builder import writer
+
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything a run needs besides the strategy.
+
+    Attributes:
+      data_dir: TFRecords of `tools.build_tfrecords` (train split; query/gallery for evaluation).
+      workdir: where the run writes (see `tf_reid.training.workdir`).
+      model: keyword arguments of `AlignedReID` except num_classes (backbone, input_shape, ...).
+      students: 1 for plain training, >= 2 for mutual learning.
+      num_identities, num_instances: P and K of the PK batches (per replica).
+      augmentation: training augmentation (flip, pad-crop, random erasing).
+      losses: weights and margins of the objective.
+      weight_decay: coupled L2 on kernels.
+      learning_rate, decay_epochs, decay_factor, warmup_epochs, warmup_factor: Adam's schedule.
+      epochs: epochs (one epoch = one pass over the training identities).
+      seed: seeds the weights' initialisation and the data.
+      checkpoints_to_keep: last epochs' checkpoints kept (the best is kept besides).
+      eval_every: evaluate every this many epochs; 0 = only at the end; < 0 = never.
+      eval_batch_size, eval_flip: feature extraction settings.
+      precision: one of PRECISIONS (Keras mixed-precision policy).
+      jit_compile: XLA-compile the whole train step (single device; the aligned distance is
+        XLA-compiled either way).
+      log_every: TensorBoard scalars every this many steps.
+      progress: show progress bars.
+    """
+    data_dir: str
+    workdir: str
+    model: dict[str, Any] = dataclasses.field(default_factory=dict)
+    students: int = 1
+    num_identities: int = 32
+    num_instances: int = 4
+    augmentation: augment.AugmentConfig = augment.AugmentConfig(normalize=False)
+    losses: objective.LossWeights = objective.LossWeights()
+    weight_decay: float = 5e-4
+    learning_rate: float = 1e-3
+    decay_epochs: tuple[int, ...] = (80, 160)
+    decay_factor: float = 0.1
+    warmup_epochs: float = 0.0
+    warmup_factor: float = 0.01
+    epochs: int = 300
+    seed: int = 0
+    checkpoints_to_keep: int = 3
+    eval_every: int = 0
+    eval_batch_size: int = 128
+    eval_flip: bool = False
+    precision: str = "float32"
+    jit_compile: bool = False
+    log_every: int = 20
+    progress: bool = True
+
+
+def _optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    rate = schedule.EpochSchedule(config.learning_rate, steps_per_epoch, config.decay_epochs,
+                                  config.decay_factor, config.warmup_epochs, config.warmup_factor)
+    optimizer = keras.optimizers.Adam(rate)
+    if config.precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+def _evaluator(config: TrainConfig, student: AlignedReID, manifest: dict[str, Any]):
+    """A function computing query/gallery metrics of `student`, or None without those splits."""
+    if not {"query", "gallery"} <= set(manifest["splits"]) or config.eval_every < 0:
+        return None
+    from tf_reid.evaluation import extract  # the training loop does not need it otherwise
+
+    height, width = student.image_shape[:2]
+    predict = tf.function(lambda images: student(images, training=False))
+
+    def evaluate() -> dict[str, Any]:
+        query, gallery = (extract.extract_split(
+            predict, config.data_dir, split, height, width, config.eval_batch_size,
+            flip=config.eval_flip, with_local=False, progress=config.progress)
+            for split in ("query", "gallery"))
+        return extract.evaluate_features(query, gallery)
+
+    return evaluate
+
+
+def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None,
+          resume: bool = False) -> dict[str, Any]:
+    """Trains (or resumes training) and returns the last epoch's logs and the final metrics.
+
+    Raises:
+      WorkdirError: the workdir is not empty and `resume` is False.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    if config.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {config.precision!r}")
+    resuming = workdir_lib.prepare(config.workdir, resume)
+    keras.mixed_precision.set_global_policy(config.precision)
+    keras.utils.set_random_seed(config.seed)
+
+    manifest = writer.read_manifest(config.data_dir)
+    num_classes = manifest["splits"]["train"]["identities"]
+    replicas = strategy.num_replicas_in_sync
+    steps = pk.steps_per_epoch(num_classes, config.num_identities, replicas)
+    global_batch = config.num_identities * config.num_instances * replicas
+
+    with strategy.scope():
+        students = [AlignedReID(num_classes, name=f"student_{i}", **config.model)
+                    for i in range(config.students)]
+        optimizers = [_optimizer(config, steps) for _ in students]
+        model = trainer.MutualTrainer(students, optimizers, config.losses, config.weight_decay)
+        model.build_optimizers()
+        model.compile(optimizer=optimizers[0], jit_compile=config.jit_compile)
+        epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+    state = workdir_lib.checkpoint(students, optimizers, epoch)
+    last = tf.train.CheckpointManager(state, os.path.join(config.workdir, workdir_lib.CHECKPOINTS),
+                                      max_to_keep=config.checkpoints_to_keep)
+    best = tf.train.CheckpointManager(state, os.path.join(config.workdir, workdir_lib.BEST),
+                                      max_to_keep=1)
+    if resuming and last.latest_checkpoint:
+        state.restore(last.latest_checkpoint).assert_consumed()
+    start = int(epoch.numpy())
+    workdir_lib.save_model_config(config.workdir, students, data_dir=os.path.abspath(config.data_dir),
+                                  num_classes=num_classes, precision=config.precision)
+    if start >= config.epochs:
+        print(f"{config.workdir}: already trained for {start} epochs (--epochs={config.epochs})")
+        return {"epoch": start}
+
+    data = pk.pk_dataset(config.data_dir, config.num_identities, config.num_instances,
+                         *students[0].image_shape[:2], seed=config.seed,
+                         augment_config=config.augmentation, num_replicas=replicas,
+                         manifest=manifest, start_epoch=start)
+    progress = callbacks.ProgressBar(config.epochs, steps, global_batch, config.progress)
+    history = model.fit(
+        data, initial_epoch=start, epochs=config.epochs, steps_per_epoch=steps, verbose=0,
+        shuffle=False, callbacks=[
+            progress,
+            callbacks.ScalarLogger(os.path.join(config.workdir, workdir_lib.LOGS), optimizers[0],
+                                   config.log_every),
+            callbacks.EvaluateAndCheckpoint(epoch, last, best,
+                                            _evaluator(config, students[0], manifest),
+                                            config.eval_every, config.epochs, config.workdir,
+                                            ("global", "mAP")),
+        ])
+    logs = {k: float(v[-1]) for k, v in history.history.items()}
+    metrics_file = os.path.join(config.workdir, workdir_lib.METRICS_FILE)
+    metrics = workdir_lib.read_json(metrics_file) if os.path.isfile(metrics_file) else None
+    return {"epoch": int(epoch.numpy()), "train": logs, "metrics": metrics}

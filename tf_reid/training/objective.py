@@ -1,0 +1,116 @@
+"""The AlignedReID training objective as per-example terms: ID, global and local TriHard, mutual.
+
+Everything here is a pure function of model outputs and labels returning [B] per-example values
+(or scalars for statistics), so the train step only weighs, averages and differentiates them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import tensorflow as tf
+
+from tf_reid.losses import identity, mutual, triplet
+from tf_reid.losses.distance import pairwise_distance
+
+Outputs = dict[str, tf.Tensor]
+
+
+@dataclasses.dataclass(frozen=True)
+class LossWeights:
+    """Weights and margins of the objective; a weight of 0 leaves that term out entirely.
+
+    Defaults are AlignedReID's (arXiv 1711.08184, Sec. 4.1): ID + global TriHard + local TriHard,
+    margin 0.3 for both, mutual terms 0.01 (KL) and 0.001 (metric) with two or more students.
+    `local_triplet=0` is the global-only baseline (the local branch gets no training signal).
+    """
+    id: float = 1.0
+    global_triplet: float = 1.0
+    local_triplet: float = 1.0
+    mutual_id: float = mutual.MUTUAL_WEIGHTS["classification"]
+    mutual_metric: float = mutual.MUTUAL_WEIGHTS["metric"]
+    margin: float = 0.3
+    local_margin: float = 0.3
+    soft_margin: bool = False
+    label_smoothing: float = 0.0
+
+
+def student_terms(outputs: Outputs, labels: tf.Tensor, weights: LossWeights
+                  ) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
+    """One student's own loss terms and its batch distance matrix.
+
+    Args:
+      outputs: the model's {"global": [B, D], "local": [B, h, c], "logits": [B, C]} (any float
+        dtype; computed in float32 here).
+      labels: [B] identity labels of a PK batch.
+      weights: which terms to compute (weight 0: not computed).
+
+    Returns:
+      (terms, dist): terms maps "id", "global_triplet", "local_triplet" (those with a non-zero
+      weight) to [B] per-example values, and "d_ap", "d_an" to [B] hardest positive/negative
+      global distances; dist is the [B, B] global distance matrix (for mutual learning).
+    """
+    global_feature = tf.cast(outputs["global"], tf.float32)
+    dist = pairwise_distance(global_feature, global_feature)
+    pos, neg = triplet.hard_example_indices(dist, labels)
+    terms = {"d_ap": tf.gather(dist, pos, batch_dims=1), "d_an": tf.gather(dist, neg, batch_dims=1)}
+    if weights.id:
+        terms["id"] = identity.id_loss(labels, tf.cast(outputs["logits"], tf.float32),
+                                       weights.label_smoothing)
+    if weights.global_triplet:
+        terms["global_triplet"] = triplet.batch_hard_triplet(
+            dist, labels, weights.margin, weights.soft_margin)
+    if weights.local_triplet:
+        terms["local_triplet"] = triplet.local_trihard(
+            dist, tf.cast(outputs["local"], tf.float32), labels, weights.local_margin,
+            soft_margin=weights.soft_margin)
+    return terms, dist
+
+
+def mutual_terms(index: int, logits: Sequence[tf.Tensor], dists: Sequence[tf.Tensor],
+                 weights: LossWeights) -> dict[str, tf.Tensor]:
+    """Student `index`'s mutual-learning terms against every peer, averaged over the peers.
+
+    Deep Mutual Learning (arXiv 1706.00384) averages the KL to the N - 1 peers; the peers' sides
+    carry no gradient (see `tf_reid.losses.mutual`), so each term trains student `index` only.
+
+    Args:
+      index: which student.
+      logits: every student's [B, C] logits.
+      dists: every student's [B, B] global distance matrix.
+      weights: mutual_id / mutual_metric select the terms.
+
+    Returns:
+      {"mutual_id": [B], "mutual_metric": [B]} for the non-zero weights.
+    """
+    peers = [j for j in range(len(logits)) if j != index]
+    terms = {}
+    if weights.mutual_id:
+        terms["mutual_id"] = tf.add_n([mutual.classification_mutual_loss(
+            tf.cast(logits[index], tf.float32), tf.cast(logits[j], tf.float32))
+            for j in peers]) / len(peers)
+    if weights.mutual_metric:
+        terms["mutual_metric"] = tf.add_n([mutual.metric_mutual_loss(dists[index], dists[j])
+                                           for j in peers]) / len(peers)
+    return terms
+
+
+LOSS_TERMS = ("id", "global_triplet", "local_triplet", "mutual_id", "mutual_metric")
+
+
+def weighted_sum(terms: dict[str, tf.Tensor], weights: LossWeights) -> tf.Tensor:
+    """[B] sum over the loss terms present in `terms` of weight * term (statistics excluded)."""
+    return tf.add_n([getattr(weights, name) * terms[name] for name in LOSS_TERMS if name in terms])
+
+
+def l2_penalty(variables: Sequence[tf.Variable], weight_decay: float) -> tf.Tensor:
+    """0.5 * weight_decay * sum ||w||^2 over the kernels (rank >= 2) of `variables`.
+
+    Its gradient weight_decay * w is the coupled weight decay of PyTorch's Adam(weight_decay=...)
+    that the AlignedReID reproductions train with; biases and BatchNorm scales are not decayed.
+    """
+    kernels = [tf.cast(v, tf.float32) for v in variables if len(v.shape) >= 2]
+    if not weight_decay or not kernels:
+        return tf.constant(0.0)
+    return 0.5 * weight_decay * tf.add_n([tf.reduce_sum(tf.square(k)) for k in kernels])

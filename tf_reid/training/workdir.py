@@ -1,0 +1,127 @@
+"""A training run's directory: resolved flags, model configs, checkpoints (last few + best).
+
+Layout of WORKDIR:
+  flags.txt          the resolved flags, one `--name=value` per line (a valid `--flagfile`)
+  model.json         {"students": [AlignedReID.get_config(), ...], ...} to rebuild the models
+  checkpoints/       tf.train.CheckpointManager: ckpt-<epoch>, the last `keep` epochs
+  best/              the checkpoint of the best evaluation so far (one)
+  logs/              TensorBoard event files
+  metrics.json       the latest evaluation
+
+A checkpoint holds the students, their optimizers (moments and iteration counts) and the number
+of completed epochs; the data position is a function of the epoch (see `tf_reid.data.pk`), so
+resuming from it continues exactly where the run stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Sequence
+
+import keras
+import tensorflow as tf
+
+from tf_reid.models.aligned_reid import AlignedReID
+
+FLAGS_FILE = "flags.txt"
+MODEL_FILE = "model.json"
+METRICS_FILE = "metrics.json"
+CHECKPOINTS = "checkpoints"
+BEST = "best"
+LOGS = "logs"
+WHICH = ("best", "last")
+
+
+class WorkdirError(ValueError):
+    """A workdir that cannot be used as asked (not empty without resume, nothing to load)."""
+
+
+def prepare(workdir: str, resume: bool) -> bool:
+    """Creates `workdir` or checks it may be reused; returns whether a run is being resumed.
+
+    Raises:
+      WorkdirError: `workdir` holds files and `resume` is False.
+    """
+    if os.path.isdir(workdir) and os.listdir(workdir):
+        if not resume:
+            raise WorkdirError(f"{workdir}: not empty; pass --resume to continue the run in it, "
+                               "or choose a new --workdir")
+        return True
+    os.makedirs(workdir, exist_ok=True)
+    return False
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Writes `text` to `path` through a temporary name, so a reader never sees half a file."""
+    partial = f"{path}.partial-{os.getpid()}"
+    with open(partial, "w") as f:
+        f.write(text)
+    os.replace(partial, path)
+
+
+def write_json(path: str, value: Any) -> None:
+    write_text_atomic(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str) -> Any:
+    with open(path) as f:
+        return json.load(f)
+
+
+def save_model_config(workdir: str, students: Sequence[AlignedReID], **extra: Any) -> None:
+    """Writes model.json: every student's `get_config()` plus `extra` (input size, data, ...)."""
+    write_json(os.path.join(workdir, MODEL_FILE),
+               {"students": [s.get_config() for s in students], **extra})
+
+
+def read_model_config(workdir: str) -> dict[str, Any]:
+    path = os.path.join(workdir, MODEL_FILE)
+    if not os.path.isfile(path):
+        raise WorkdirError(f"{path}: missing; is {workdir} a tf_reid.train workdir?")
+    return read_json(path)
+
+
+def checkpoint(students: Sequence[keras.Model], optimizers: Sequence[keras.optimizers.Optimizer]
+               | None = None, epoch: tf.Variable | None = None) -> tf.train.Checkpoint:
+    """The object graph every checkpoint of a run uses (students[i], optimizers[i], epoch)."""
+    parts: dict[str, Any] = {"students": list(students)}
+    if optimizers is not None:
+        parts["optimizers"] = list(optimizers)
+    if epoch is not None:
+        parts["epoch"] = epoch
+    return tf.train.Checkpoint(**parts)
+
+
+def checkpoint_path(workdir: str, which: str = "best") -> str:
+    """The newest checkpoint prefix of `which` ("best", falling back to "last"; or "last").
+
+    Raises:
+      WorkdirError: no checkpoint exists.
+    """
+    if which not in WHICH:
+        raise ValueError(f"which must be one of {WHICH}, got {which!r}")
+    folders = [BEST, CHECKPOINTS] if which == "best" else [CHECKPOINTS]
+    for folder in folders:
+        path = tf.train.latest_checkpoint(os.path.join(workdir, folder))
+        if path:
+            return path
+    raise WorkdirError(f"{workdir}: no checkpoint in {' or '.join(folders)}/")
+
+
+def load_students(workdir: str, which: str = "best") -> list[AlignedReID]:
+    """Rebuilds the run's students from model.json and restores their weights.
+
+    Args:
+      workdir: a `tf_reid.train` workdir.
+      which: "best" (the best evaluation; the last checkpoint if the run never evaluated) or
+        "last".
+
+    Returns:
+      The students, in training order; inference uses the global feature of any of them.
+    """
+    config = read_model_config(workdir)
+    students = [AlignedReID.from_config(dict(c)) for c in config["students"]]
+    path = checkpoint_path(workdir, which)
+    checkpoint(students).restore(path).expect_partial().assert_existing_objects_matched()
+    return students
