@@ -35,10 +35,25 @@ def decode_and_resize(encoded: tf.Tensor, height: int, width: int,
       [height, width, 3] of `dtype`, in [0, 255].
     """
     image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-    image = tf.image.resize(image, [height, width], method="bilinear")
+    return tf.ensure_shape(resize(image, height, width, dtype), [height, width, 3])
+
+
+def resize(pixels: tf.Tensor, height: int, width: int, dtype: tf.DType = tf.float32) -> tf.Tensor:
+    """Bilinear resize of decoded pixels, the one every input path (training, evaluation,
+    the exported model) shares.
+
+    Args:
+      pixels: [..., h, w, 3] (one image or a batch) of any real dtype, in [0, 255].
+      height, width: output size.
+      dtype: tf.float32, or tf.uint8 (rounded to the nearest level).
+
+    Returns:
+      [..., height, width, 3] of `dtype`.
+    """
+    image = tf.image.resize(pixels, [height, width], method="bilinear")
     if dtype == tf.uint8:
         image = tf.cast(tf.round(image), tf.uint8)
-    return tf.ensure_shape(image, [height, width, 3])
+    return image
 
 
 def normalize(image: tf.Tensor) -> tf.Tensor:

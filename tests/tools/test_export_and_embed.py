@@ -1,0 +1,75 @@
+"""tools.export_saved_model and tools.embed end to end on a tiny workdir."""
+
+from __future__ import annotations
+
+import glob
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.conftest import REPO
+from tests.tf_reid.evaluation.test_extract import make_tfrecords, make_workdir, tiny_model
+from tf_reid.data import augment
+
+
+def tool(name, *args):
+    return subprocess.run([sys.executable, "-m", f"tools.{name}", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+
+
+def error_lines(done):
+    return [line for line in done.stderr.splitlines() if line.startswith("error:")]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("export_cli"))
+    data_dir = make_tfrecords(root)
+    model = tiny_model(3)
+    workdir = make_workdir(root, data_dir, model)
+    done = tool("export_saved_model", f"--workdir={workdir}", f"--export_dir={root}/exports",
+                "--model_name=reid", "--warmup_images=3")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root, data_dir, model, workdir, done
+
+
+def test_export_writes_version_1_and_says_how_to_serve_it(exported):
+    root, _, _, workdir, done = exported
+    assert os.path.isfile(f"{root}/exports/reid/1/saved_model.pb")
+    assert f"exported {root}/exports/reid/1" in done.stdout
+    assert "tensorflow_model_server" in done.stdout and "--model_name=reid" in done.stdout
+    again = tool("export_saved_model", f"--workdir={workdir}", f"--export_dir={root}/exports",
+                 "--model_name=reid", "--version=1", "--warmup_images=0")
+    assert again.returncode == 1 and len(error_lines(again)) == 1
+    assert "version 1 exists" in error_lines(again)[0]
+
+
+def test_embed_files_in_process_equals_the_keras_model(exported, tmp_path):
+    root, _, model, _, _ = exported
+    pattern = f"{root}/synthetic/query/*.png"
+    files = sorted(glob.glob(pattern))
+    assert files
+    done = tool("embed", f"--saved_model={root}/exports/reid/1", f"--images={pattern}",
+                f"--output={tmp_path}/q.npz", "--batch_size=3", "--noprogress")
+    assert done.returncode == 0, done.stderr[-3000:]
+    saved = np.load(tmp_path / "q.npz")
+    assert list(saved["paths"]) == files
+    pixels = np.stack([augment.decode_and_resize(tf.io.read_file(f), 32, 16, tf.uint8).numpy()
+                       for f in files])
+    g = model(pixels, training=False)["global"].numpy()
+    np.testing.assert_allclose(saved["embeddings"], g / np.linalg.norm(g, axis=1, keepdims=True),
+                               atol=1e-5)
+
+
+def test_embed_rejects_a_file_that_is_not_an_image(exported, tmp_path):
+    root = exported[0]
+    (tmp_path / "notes.png").write_text("not an image")
+    done = tool("embed", f"--saved_model={root}/exports/reid/1",
+                f"--images={tmp_path}/notes.png", f"--output={tmp_path}/x.npz")
+    assert done.returncode == 1 and error_lines(done) == [
+        f"error: {tmp_path}/notes.png: not a JPEG, PNG, GIF or BMP image"]
+    assert not os.path.exists(tmp_path / "x.npz")

@@ -1,0 +1,143 @@
+"""python -m tf_reid.evaluate --workdir=runs/smoke --flip --local --rerank --save_features=runs/smoke/features.npz
+
+Evaluates a trained student on the query and gallery splits: rank-1/5/10, mAP and mINP with the
+global distance and, with --local, AlignedReID's global + local distance, each also k-reciprocal
+re-ranked with --rerank. Prints a table and writes eval.json (default: WORKDIR/eval.json).
+`--features=F.npz` evaluates features saved earlier with --save_features, without a model.
+"""
+
+from __future__ import annotations
+
+import sys
+
+if __name__ == "__main__":
+    from tf_reid.quiet import quiet_tensorflow
+
+    quiet_tensorflow(sys.argv)
+
+import os  # noqa: E402
+from typing import Any  # noqa: E402
+
+from absl import app, flags  # noqa: E402
+
+from tf_reid.evaluation import extract, protocols  # noqa: E402
+from tf_reid.training import workdir as workdir_lib  # noqa: E402
+from tfrecords_builder.records import DatasetError  # noqa: E402
+from tools.cli import run_reporting  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "A tf_reid.train workdir (model.json and checkpoints).")
+flags.DEFINE_enum("which", "best", list(workdir_lib.WHICH),
+                  "Checkpoint: the best evaluation (falls back to the last) or the last.")
+flags.DEFINE_integer("student", 0, "Which student of a mutual-learning run.")
+flags.DEFINE_string("data_dir", None, "TFRecords folder (default: the data_dir in model.json).")
+flags.DEFINE_integer("batch_size", 128, "Images per batch during feature extraction.")
+flags.DEFINE_bool("flip", False, "Average the features of each image and its mirror.")
+flags.DEFINE_bool("local", False, "Also evaluate the global + local (aligned) distance.")
+flags.DEFINE_bool("rerank", False, "Also evaluate each distance k-reciprocal re-ranked.")
+flags.DEFINE_bool("normalize", True, "L2-normalise the global features before distances.")
+flags.DEFINE_float("local_weight", 1.0, "Weight of the local distance in global + local.")
+flags.DEFINE_integer("rerank_k1", 20, "Re-ranking k1.")
+flags.DEFINE_integer("rerank_k2", 6, "Re-ranking k2.")
+flags.DEFINE_float("rerank_lambda", 0.3, "Re-ranking lambda (weight of the original distance).")
+flags.DEFINE_enum("tracklet_pooling", None, list(protocols.POOLING_METHODS),
+                  "Video datasets (MARS): pool frame features per tracklet before ranking.")
+flags.DEFINE_integer("max_rank", 50, "Length of the CMC curve (>= 10).")
+flags.DEFINE_string("save_features", None, "Also write the query/gallery features to this .npz.")
+flags.DEFINE_string("features", None, "Evaluate features saved with --save_features instead "
+                    "of a model.")
+flags.DEFINE_string("output", None, "Where to write the metrics (default: WORKDIR/eval.json, "
+                    "or F.eval.json next to --features).")
+flags.DEFINE_bool("progress", True, "Progress bars.")
+
+EVAL_FILE = "eval.json"
+
+
+def workdir_model(workdir: str, which: str, student: int) -> tuple[extract.ModelFn, int, int,
+                                                                      dict[str, Any]]:
+    """(model_fn, height, width, model.json) of one student of a training workdir.
+
+    Raises:
+      WorkdirError: no such workdir, no model.json, no checkpoint, or no such student.
+    """
+    if not os.path.isdir(workdir):
+        raise workdir_lib.WorkdirError(f"{workdir}: no such workdir")
+    config = workdir_lib.read_model_config(workdir)
+    num = len(config["students"])
+    if not 0 <= student < num:
+        raise workdir_lib.WorkdirError(f"{workdir}: --student={student}, but the run has "
+                                       f"{num} student(s) (0..{num - 1})")
+    model = workdir_lib.load_students(workdir, which)[student]
+    height, width = model.image_shape[:2]
+    return extract.keras_model_fn(model), height, width, config
+
+
+def features_from_model(workdir: str) -> tuple[extract.Features, extract.Features,
+                                               dict[str, Any]]:
+    """Extracts query and gallery features with the workdir's student; returns also metadata."""
+    model_fn, height, width, config = workdir_model(workdir, FLAGS.which, FLAGS.student)
+    data_dir = FLAGS.data_dir or config.get("data_dir")
+    if not data_dir:
+        raise DatasetError(f"{workdir}/{workdir_lib.MODEL_FILE} names no data_dir; pass --data_dir")
+    if not os.path.isdir(data_dir):
+        raise DatasetError(f"{data_dir}: no such data_dir (a tools.build_tfrecords output)")
+    query, gallery = (extract.extract_split(model_fn, data_dir, split, height, width,
+                                            FLAGS.batch_size, FLAGS.flip, FLAGS.local,
+                                            FLAGS.progress)
+                      for split in ("query", "gallery"))
+    metadata = {"data_dir": os.path.abspath(data_dir), "workdir": os.path.abspath(workdir),
+                "which": FLAGS.which, "student": FLAGS.student, "flip": FLAGS.flip,
+                "checkpoint": workdir_lib.checkpoint_path(workdir, FLAGS.which),
+                "height": height, "width": width}
+    return query, gallery, metadata
+
+
+def evaluate() -> list[str]:
+    if FLAGS.features:
+        if not os.path.isfile(FLAGS.features):
+            raise DatasetError(f"{FLAGS.features}: no such features file")
+        query, gallery = extract.load_features(FLAGS.features)
+        metadata = {**extract.load_metadata(FLAGS.features),
+                    "features": os.path.abspath(FLAGS.features)}
+        if FLAGS.local and query.local is None:
+            raise DatasetError(f"{FLAGS.features}: holds no local features (saved without "
+                               "--local); drop --local")
+        output = FLAGS.output or os.path.splitext(FLAGS.features)[0] + ".eval.json"
+    else:
+        query, gallery, metadata = features_from_model(FLAGS.workdir)
+        output = FLAGS.output or os.path.join(FLAGS.workdir, EVAL_FILE)
+    lines = [f"query {len(query)} images, gallery {len(gallery)} images"]
+    if FLAGS.save_features and not FLAGS.features:
+        extract.save_features(FLAGS.save_features, query, gallery, metadata)
+        lines.append(f"wrote {FLAGS.save_features}")
+    if FLAGS.tracklet_pooling:
+        if (query.tracklets < 0).any() or (gallery.tracklets < 0).any():
+            raise DatasetError("--tracklet_pooling needs a video dataset (MARS); these images "
+                               "have no tracklets")
+        query, gallery = (extract.pool_tracklets(f, FLAGS.tracklet_pooling)
+                          for f in (query, gallery))
+        lines.append(f"pooled per tracklet ({FLAGS.tracklet_pooling}): query {len(query)}, "
+                     f"gallery {len(gallery)} tracklets")
+    results = extract.evaluate_features(
+        query, gallery, local=FLAGS.local, rerank=FLAGS.rerank, max_rank=FLAGS.max_rank,
+        normalize=FLAGS.normalize, local_weight=FLAGS.local_weight, k1=FLAGS.rerank_k1,
+        k2=FLAGS.rerank_k2, lambda_value=FLAGS.rerank_lambda)
+    options = {"local": FLAGS.local, "rerank": FLAGS.rerank, "normalize": FLAGS.normalize,
+               "local_weight": FLAGS.local_weight, "max_rank": FLAGS.max_rank,
+               "rerank_k1": FLAGS.rerank_k1, "rerank_k2": FLAGS.rerank_k2,
+               "rerank_lambda": FLAGS.rerank_lambda, "tracklet_pooling": FLAGS.tracklet_pooling}
+    workdir_lib.write_json(output, {"metrics": results, "options": options, "source": metadata})
+    return lines + extract.metrics_table(results) + [f"wrote {output}"]
+
+
+def main(argv: list[str]) -> int:
+    del argv
+    if bool(FLAGS.features) == bool(FLAGS.workdir):
+        raise app.UsageError("pass exactly one of --workdir and --features")
+    if FLAGS.features and FLAGS.save_features:
+        raise app.UsageError("--save_features needs a model (--workdir), not --features")
+    return run_reporting(evaluate, errors=(DatasetError, workdir_lib.WorkdirError))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,1 @@
+"""Export for TensorFlow Serving: SavedModel signatures, warm-up requests, serving clients."""

@@ -1,0 +1,163 @@
+"""A trained student as a SavedModel in TensorFlow Serving's layout, preprocessing inside.
+
+EXPORT_DIR/<model_name>/<version>/
+  saved_model.pb, variables/           signatures below
+  assets.extra/tf_serving_warmup_requests   PredictionLog records a server replays at load
+  assets.extra/model_card.json         input size, embedding size, backbone, data, metrics
+
+Signatures (a client sends raw images; resizing is the evaluation input's, see
+`tf_reid.data.augment.resize`, so served embeddings equal evaluated ones):
+  serving_default: images tf.string [N] (JPEG/PNG/BMP/GIF bytes, any size)
+                   -> embeddings float32 [N, D], L2-normalised global features
+  embed_pixels:    pixels uint8 [N, H, W, 3] (any H, W) -> embeddings [N, D]
+  embed_local:     images tf.string [N] -> embeddings [N, D], local float32 [N, h, c]
+                   (stripe features for global + local matching)
+Bytes that are not an image fail the call with InvalidArgument from the decoder; an empty
+batch returns [0, D].
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Any, Sequence
+
+import keras
+import tensorflow as tf
+
+from tf_reid.data import augment
+from tf_reid.models.aligned_reid import AlignedReID
+
+SIGNATURES = ("serving_default", "embed_pixels", "embed_local")
+IMAGES_INPUT = "images"
+PIXELS_INPUT = "pixels"
+WARMUP_FILE = "tf_serving_warmup_requests"
+MODEL_CARD = "model_card.json"
+
+
+class ExportError(ValueError):
+    """An export that cannot be written as asked (existing version, bad name)."""
+
+
+class EmbeddingModule(tf.Module):
+    """The model's inference path with its preprocessing, as `tf.function`s with fixed inputs."""
+
+    def __init__(self, model: AlignedReID):
+        super().__init__(name="reid_embedding")
+        self.model = model
+        self.height, self.width = model.image_shape[:2]
+
+    def _outputs(self, pixels: tf.Tensor) -> dict[str, tf.Tensor]:
+        """uint8 [N, height, width, 3] -> embeddings [N, D] (unit norm), local [N, h, c]."""
+        out = self.model(pixels, training=False)
+        embeddings = tf.math.l2_normalize(tf.cast(out["global"], tf.float32), axis=-1)
+        return {"embeddings": embeddings, "local": tf.cast(out["local"], tf.float32)}
+
+    def _decode(self, images: tf.Tensor) -> tf.Tensor:
+        return tf.map_fn(lambda e: augment.decode_and_resize(e, self.height, self.width, tf.uint8),
+                         images, fn_output_signature=tf.TensorSpec(
+                             [self.height, self.width, 3], tf.uint8))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=IMAGES_INPUT)])
+    def serve_images(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"embeddings": self._outputs(self._decode(images))["embeddings"]}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8,
+                                                name=PIXELS_INPUT)])
+    def embed_pixels(self, pixels: tf.Tensor) -> dict[str, tf.Tensor]:
+        resized = augment.resize(pixels, self.height, self.width, tf.uint8)
+        return {"embeddings": self._outputs(resized)["embeddings"]}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=IMAGES_INPUT)])
+    def embed_local(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        return self._outputs(self._decode(images))
+
+    def signatures(self) -> dict[str, Any]:
+        return {"serving_default": self.serve_images, "embed_pixels": self.embed_pixels,
+                "embed_local": self.embed_local}
+
+
+def next_version(model_dir: str) -> int:
+    """1 + the largest numeric version folder under `model_dir` (1 when there is none)."""
+    if not os.path.isdir(model_dir):
+        return 1
+    versions = [int(name) for name in os.listdir(model_dir) if name.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def predict_request(images: Sequence[bytes], model_name: str,
+                    signature_name: str = "serving_default"):
+    """A tensorflow_serving PredictRequest carrying encoded images as the `images` input."""
+    from tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model_name
+    request.model_spec.signature_name = signature_name
+    request.inputs[IMAGES_INPUT].CopyFrom(
+        tf.make_tensor_proto(list(images), dtype=tf.string, shape=[len(images)]))
+    return request
+
+
+def write_warmup(path: str, images: Sequence[bytes], model_name: str) -> None:
+    """TF Serving's warm-up file: one PredictionLog per signature taking encoded images."""
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    with tf.io.TFRecordWriter(path) as f:
+        for signature in ("serving_default", "embed_local"):
+            log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(
+                    request=predict_request(images, model_name, signature)))
+            f.write(log.SerializeToString())
+
+
+def export(model: AlignedReID, export_dir: str, model_name: str, version: int | None = None,
+           warmup_images: Sequence[bytes] = (), model_card: dict[str, Any] | None = None) -> str:
+    """Writes EXPORT_DIR/model_name/version atomically and returns its path.
+
+    Args:
+      model: the student to serve (its input_shape fixes the resize).
+      export_dir: the server's model base path.
+      model_name: the served model's name (a folder name).
+      version: the version number; None = next free.
+      warmup_images: encoded images for the warm-up requests (none: no warm-up file).
+      model_card: extra facts for model_card.json (training data, metrics, ...).
+
+    Raises:
+      ExportError: the version exists, or the name is not a plain folder name.
+    """
+    if not model_name or os.sep in model_name or model_name.startswith("."):
+        raise ExportError(f"{model_name!r}: not a usable model name")
+    model_dir = os.path.join(export_dir, model_name)
+    version = next_version(model_dir) if version is None else int(version)
+    final = os.path.join(model_dir, str(version))
+    if os.path.exists(final):
+        raise ExportError(f"{final}: version {version} exists; choose another --version")
+    # TF Serving only loads numeric folders, so the partial one is never served.
+    partial = os.path.join(model_dir, f".{version}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    os.makedirs(model_dir, exist_ok=True)
+    try:
+        module = EmbeddingModule(model)
+        tf.saved_model.save(module, partial, signatures=module.signatures())
+        extra = os.path.join(partial, "assets.extra")
+        os.makedirs(extra)
+        if warmup_images:
+            write_warmup(os.path.join(extra, WARMUP_FILE), warmup_images, model_name)
+        card = {"model_name": model_name, "version": version,
+                "input": {"height": module.height, "width": module.width, "channels": 3,
+                          "formats": "JPEG, PNG, BMP, GIF (first frame)"},
+                "embedding_dim": int(module.serve_images.get_concrete_function()
+                                     .structured_outputs["embeddings"].shape[-1]),
+                "backbone": model.backbone_name, "signatures": list(SIGNATURES),
+                "local_stripes": [int(d) for d in model.backbone.output.shape[1:2]]
+                + [model.local_channels],
+                "keras": keras.__version__, "tensorflow": tf.__version__,
+                **(model_card or {})}
+        from tf_reid.training import workdir as workdir_lib
+
+        workdir_lib.write_json(os.path.join(extra, MODEL_CARD), card)
+        os.rename(partial, final)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return final

@@ -1,0 +1,104 @@
+"""python -m tools.embed --saved_model exports/tf_reid/1 --images 'data/demo/images/query/*.png' --output out/query.npz
+
+Embeds image files with an exported model: in this process (--saved_model), or through a
+running TensorFlow Serving (--rest http://localhost:8501 or --grpc localhost:8500, with
+--model_name). Writes an .npz with `embeddings` [N, D] (L2-normalised) and `paths` [N].
+"""
+
+from __future__ import annotations
+
+import sys
+
+if __name__ == "__main__":
+    from tf_reid.quiet import quiet_tensorflow
+
+    quiet_tensorflow(sys.argv)
+
+import glob  # noqa: E402
+import os  # noqa: E402
+
+from absl import app, flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("saved_model", None, "Exported version folder (EXPORT_DIR/NAME/VERSION), run in-process.")
+flags.DEFINE_string("rest", None, "TF Serving REST base URL, e.g. http://localhost:8501.")
+flags.DEFINE_string("grpc", None, "TF Serving gRPC target, e.g. localhost:8500.")
+flags.DEFINE_string("model_name", "tf_reid", "Served model name (with --rest/--grpc).")
+flags.DEFINE_integer("version", None, "Served version (with --rest); default: the latest.")
+flags.DEFINE_list("images", None, "Image files or glob patterns.")
+flags.DEFINE_integer("batch_size", 32, "Images per request.")
+flags.DEFINE_string("output", None, "Where to write the .npz of embeddings and paths.")
+flags.DEFINE_bool("progress", True, "Progress bar.")
+
+
+class EmbedError(ValueError):
+    """Bad input to the embed command (no images, a file that is not an image, ...)."""
+
+
+def image_files(patterns: list[str]) -> list[str]:
+    """The files the patterns name, in the given order (globs sorted); each must exist."""
+    files = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        if not matches:
+            raise EmbedError(f"{pattern}: matches no file")
+        files.extend(matches)
+    return files
+
+
+def read_images(paths: list[str]) -> list[bytes]:
+    """Each file's bytes; a missing file or one that is not an image is an EmbedError."""
+    from tfrecords_builder.images import sniff_format
+
+    images = []
+    for path in paths:
+        if not os.path.isfile(path):
+            raise EmbedError(f"{path}: no such file")
+        with open(path, "rb") as f:
+            data = f.read()
+        if sniff_format(data) is None:
+            raise EmbedError(f"{path}: not a JPEG, PNG, GIF or BMP image")
+        images.append(data)
+    return images
+
+
+def embedder():
+    from tf_reid.export import client
+
+    chosen = [name for name in ("saved_model", "rest", "grpc") if FLAGS[name].value]
+    if len(chosen) != 1:
+        raise EmbedError("give exactly one of --saved_model, --rest, --grpc")
+    if FLAGS.saved_model:
+        if not os.path.isfile(os.path.join(FLAGS.saved_model, "saved_model.pb")):
+            raise EmbedError(f"{FLAGS.saved_model}: no saved_model.pb (an EXPORT_DIR/NAME/VERSION folder)")
+        return client.saved_model_embedder(FLAGS.saved_model)
+    if FLAGS.rest:
+        return client.rest_embedder(FLAGS.rest, FLAGS.model_name, FLAGS.version)
+    return client.grpc_embedder(FLAGS.grpc, FLAGS.model_name)
+
+
+def run() -> list[str]:
+    import numpy as np
+
+    from tf_reid.export import client
+
+    paths = image_files(FLAGS.images)
+    embeddings = client.embed_in_batches(embedder(), read_images(paths), FLAGS.batch_size,
+                                         FLAGS.progress)
+    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
+    partial = f"{FLAGS.output}.partial-{os.getpid()}.npz"
+    np.savez(partial, embeddings=embeddings, paths=np.array(paths))
+    os.replace(partial, FLAGS.output)
+    return [f"embedded {len(paths)} images ({embeddings.shape[1]}-d) -> {FLAGS.output}"]
+
+
+def main(argv: list[str]) -> int:
+    del argv
+    from tools.cli import run_reporting
+
+    return run_reporting(run, errors=(EmbedError,))
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["images", "output"])
+    app.run(main)
