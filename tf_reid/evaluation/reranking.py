@@ -21,9 +21,14 @@ Three entry points:
 * `re_ranking_features` -- as `re_ranking`, but computes Euclidean distances from features
   block by block; no G x G matrix exists at any time.
 
-Memory of `re_ranking`: O(block * N + N * k1 + nnz(V) + Q * G). Time: each distance row is
-produced twice (one pass for neighbour lists, one for the encodings) and fully sorted once
-per pass (full sort, not a partial one, so ties are broken exactly as the dense reference).
+Memory of `re_ranking`: O(block * N + N * k1 + nnz(V) + Q * G); the [Q, G] result is written
+over the normalised distances row by row, so it is the only [Q, G] matrix. Time: the first
+pass produces every distance row once and keeps its k1 + 1 nearest neighbours by a partial
+sort (argpartition, then a sort of those few); a row with tied values among them is sorted in
+full, so neighbour lists, ties included, are exactly the dense reference's full argsort. The
+second pass (encodings) reads each probe's needed distances again: `re_ranking` re-reads its
+rows, `re_ranking_features` computes only the few (< 1 + k1 + k1 * (k1/2 + 1)) distances
+per probe instead of a second full N x N product.
 """
 
 from __future__ import annotations
@@ -138,15 +143,36 @@ def re_ranking_dense(
 RowFn = Callable[[int, int], np.ndarray]
 
 
-def _normalised_rows(rows: RowFn, start: int, stop: int) -> np.ndarray:
-    """Rows [start, stop) of the release's transposed, column-normalised squared distance.
+def _squared_rows(rows: RowFn, start: int, stop: int) -> np.ndarray:
+    """Rows [start, stop) of the release's squared distance matrix, as float32."""
+    return np.power(np.asarray(rows(start, stop)), 2).astype(np.float32)
 
-    The squared matrix is symmetric, so its column i equals its row i and the release's
-    ``transpose(D / max(D, axis=0))`` has row i = D[i, :] / max(D[i, :]): each row is
-    normalised by its own maximum, no global pass is needed.
+
+def _top_neighbours(dist: np.ndarray, num_keep: int) -> np.ndarray:
+    """``np.argsort(dist, axis=1)[:, :num_keep]`` exactly, by a partial sort.
+
+    Each row's num_keep + 1 smallest entries are found by argpartition and sorted. When their
+    values are all distinct, the first num_keep of them and their order are unique, so any full
+    sort returns them in the same order. A row with a tie among them, where which index a full
+    sort puts first would matter, is sorted in full instead, as the dense reference sorts it.
+
+    Args:
+        dist: [b, n] distances.
+        num_keep: neighbours kept per row, 1 <= num_keep <= n.
+
+    Returns:
+        [b, num_keep] int32 column indices.
     """
-    block = np.power(np.asarray(rows(start, stop)), 2).astype(np.float32)
-    return 1.0 * block / np.max(block, axis=1, keepdims=True)
+    if num_keep >= dist.shape[1]:
+        return np.argsort(dist, axis=1)[:, :num_keep].astype(np.int32)
+    part = np.argpartition(dist, num_keep, axis=1)[:, : num_keep + 1]
+    values = np.take_along_axis(dist, part, axis=1)
+    order = np.argsort(values, axis=1)
+    top = np.take_along_axis(part, order, axis=1)
+    tied = (np.diff(np.take_along_axis(values, order, axis=1), axis=1) == 0).any(axis=1)
+    if tied.any():
+        top[tied] = np.argsort(dist[tied], axis=1)[:, : num_keep + 1]
+    return top[:, :num_keep].astype(np.int32)
 
 
 def _reciprocal(ranks: np.ndarray, i: int, k: int) -> np.ndarray:
@@ -155,40 +181,71 @@ def _reciprocal(ranks: np.ndarray, i: int, k: int) -> np.ndarray:
     return forward[(backward == i).any(axis=1)]
 
 
+PairFn = Callable[[int, np.ndarray], np.ndarray]
+
+
 def _rerank_rows(
-    rows: RowFn, num_q: int, num_all: int, k1: int, k2: int, lambda_value: float, block: int
+    rows: RowFn,
+    num_q: int,
+    num_all: int,
+    k1: int,
+    k2: int,
+    lambda_value: float,
+    block: int,
+    pairs: PairFn | None = None,
 ) -> np.ndarray:
-    """Re-ranking from a function giving raw distance rows [stop - start, N] of the full matrix."""
+    """Re-ranking from a function giving raw distance rows [stop - start, N] of the full matrix.
+
+    With `pairs` (raw distances from probe i to the given columns), the encodings' pass reads
+    only the distances it needs instead of producing every row a second time.
+    """
     num_keep = min(max(k1 + 1, k2), num_all)
     ranks = np.empty((num_all, num_keep), dtype=np.int32)
+    row_max = np.empty(num_all, dtype=np.float32)
     original_qg = np.empty((num_q, num_all - num_q), dtype=np.float32)
 
-    # Pass 1: neighbour lists (and the query-gallery part of the normalised distance).
+    # Pass 1: neighbour lists, row maxima (the release's column maxima, by symmetry) and the
+    # query-gallery part of the normalised distance.
     for start in range(0, num_all, block):
         stop = min(start + block, num_all)
-        dist = _normalised_rows(rows, start, stop)
-        ranks[start:stop] = np.argsort(dist, axis=1)[:, :num_keep]
+        squared = _squared_rows(rows, start, stop)
+        row_max[start:stop] = np.max(squared, axis=1)
+        dist = 1.0 * squared / row_max[start:stop, None]
+        del squared
+        ranks[start:stop] = _top_neighbours(dist, num_keep)
         if start < num_q:
             q_stop = min(stop, num_q)
             original_qg[start:q_stop] = dist[: q_stop - start, num_q:]
 
-    # Pass 2: k-reciprocal encodings V, one CSR row per probe.
+    # Pass 2: k-reciprocal encodings V, one CSR row per probe. Each probe's k1/2-reciprocal set
+    # is needed by every probe that has it as a candidate, so all are computed once up front.
     half = int(np.around(k1 / 2.0))
+    half_sets = [_reciprocal(ranks, j, half) for j in range(num_all)]
+    in_set = np.zeros(num_all, dtype=bool)  # membership mask of the current k_reciprocal
     indptr = [0]
     indices: list[np.ndarray] = []
     data: list[np.ndarray] = []
     for start in range(0, num_all, block):
         stop = min(start + block, num_all)
-        dist = _normalised_rows(rows, start, stop)
+        dist = None
+        if pairs is None:
+            dist = 1.0 * _squared_rows(rows, start, stop) / row_max[start:stop, None]
         for i in range(start, stop):
             k_reciprocal = _reciprocal(ranks, i, k1)
+            in_set[k_reciprocal] = True
             parts = [k_reciprocal]
             for candidate in k_reciprocal:
-                cand = _reciprocal(ranks, int(candidate), half)
-                if len(np.intersect1d(cand, k_reciprocal)) > 2.0 / 3 * len(cand):
+                cand = half_sets[candidate]
+                # Both sets hold distinct indices, so this counts their intersection.
+                if np.count_nonzero(in_set[cand]) > 2.0 / 3 * len(cand):
                     parts.append(cand)
+            in_set[k_reciprocal] = False
             expansion = np.unique(np.concatenate(parts))
-            weight = np.exp(-dist[i - start, expansion])
+            if dist is None:
+                squared = np.power(np.asarray(pairs(i, expansion)), 2).astype(np.float32)
+                weight = np.exp(-(1.0 * squared / row_max[i]))
+            else:
+                weight = np.exp(-dist[i - start, expansion])
             indices.append(expansion)
             data.append(weight / np.sum(weight))
             indptr.append(indptr[-1] + len(expansion))
@@ -212,10 +269,12 @@ def _rerank_rows(
         v = (expand @ v).tocsr()
     v.eliminate_zeros()
 
-    # Jaccard, query rows x gallery columns: sum over common support of min(V_q, V_g).
+    # Jaccard, query rows x gallery columns: sum over common support of min(V_q, V_g). Each
+    # final row overwrites its row of original_qg (same float32 arithmetic as combining whole
+    # matrices), so no second, third or fourth [Q, G] matrix is ever allocated: at MSMT17 size
+    # (11,659 x 82,161) each is 3.8 GB.
     v_gallery = v[num_q:].tocsc()
     num_g = num_all - num_q
-    jaccard = np.empty((num_q, num_g), dtype=np.float32)
     for i in range(num_q):
         cols = v.indices[v.indptr[i] : v.indptr[i + 1]]
         vals = v.data[v.indptr[i] : v.indptr[i + 1]]
@@ -223,9 +282,10 @@ def _rerank_rows(
         owner = np.repeat(np.arange(len(cols)), np.diff(sub.indptr))
         mins = np.minimum(sub.data, vals[owner])
         temp_min = np.bincount(sub.indices, weights=mins, minlength=num_g).astype(np.float32)
-        jaccard[i] = 1 - temp_min / (2.0 - temp_min)
+        jaccard = 1 - temp_min / (2.0 - temp_min)
+        original_qg[i] = jaccard * (1 - lambda_value) + original_qg[i] * lambda_value
 
-    return jaccard * (1 - lambda_value) + original_qg * lambda_value
+    return original_qg
 
 
 def re_ranking(
@@ -287,9 +347,10 @@ def re_ranking_features(
 ) -> np.ndarray:
     """Re-ranked distances [Q, G] from features [Q, D] and [G, D]; never forms G x G.
 
-    Euclidean distances are computed ``block`` rows at a time with `euclidean_distances`,
-    so the result equals `re_ranking` on distances computed by that function (up to
-    matrix-product rounding, which is not guaranteed bitwise identical across block shapes).
+    Euclidean distances are computed ``block`` rows at a time with `euclidean_distances` for
+    the neighbour lists, and per probe for the few distances its encoding needs, so the result
+    equals `re_ranking` on distances computed by that function (up to matrix-product rounding,
+    which is not guaranteed bitwise identical across block shapes).
     """
     _check(k1, k2, lambda_value, block)
     if query_features.ndim != 2 or gallery_features.ndim != 2:
@@ -304,4 +365,7 @@ def re_ranking_features(
     def rows(start: int, stop: int) -> np.ndarray:
         return euclidean_distances(features[start:stop], features)
 
-    return _rerank_rows(rows, num_q, features.shape[0], k1, k2, lambda_value, block)
+    def pairs(i: int, cols: np.ndarray) -> np.ndarray:
+        return euclidean_distances(features[i : i + 1], features[cols])[0]
+
+    return _rerank_rows(rows, num_q, features.shape[0], k1, k2, lambda_value, block, pairs)
