@@ -2,7 +2,10 @@
 
 Embeds image files with an exported model: in this process (--saved_model), or through a
 running TensorFlow Serving (--rest http://localhost:8501 or --grpc localhost:8500, with
---model_name). Writes an .npz with `embeddings` [N, D] (L2-normalised) and `paths` [N].
+--model_name). Writes an .npz laid out like one split of a features file
+(`tf_reid.evaluate --save_features`), so `tools.build_index` and `tools.search` read it:
+`<split>/global_` [N, D] (L2-normalised embeddings), `<split>/paths`, and `<split>/pids`,
+`<split>/camids` parsed from Market-style names (0001_c2...; -1 where a name does not say).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ flags.DEFINE_integer("version", None, "Served version (with --rest); default: th
 flags.DEFINE_list("images", None, "Image files or glob patterns.")
 flags.DEFINE_integer("batch_size", 32, "Images per request.")
 flags.DEFINE_string("output", None, "Where to write the .npz of embeddings and paths.")
+flags.DEFINE_enum("split", "query", ["query", "gallery"], "Split name the .npz stores them under.")
 flags.DEFINE_bool("progress", True, "Progress bar.")
 
 
@@ -62,6 +66,14 @@ def read_images(paths: list[str]) -> list[bytes]:
     return images
 
 
+def pid_camid(path: str) -> tuple[int, int]:
+    """(pid, 0-based camid) from a Market-style file name (<pid>_c<cam>...), else (-1, -1)."""
+    from tfrecords_builder.naming import PID_CAM, stem
+
+    match = PID_CAM.match(stem(path))
+    return (int(match.group(1)), int(match.group(2)) - 1) if match else (-1, -1)
+
+
 def embedder():
     from tf_reid.export import client
 
@@ -87,7 +99,9 @@ def run() -> list[str]:
                                          FLAGS.progress)
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
     partial = f"{FLAGS.output}.partial-{os.getpid()}.npz"
-    np.savez(partial, embeddings=embeddings, paths=np.array(paths))
+    ids = np.array([pid_camid(p) for p in paths], dtype=np.int64).reshape(-1, 2)
+    np.savez(partial, **{f"{FLAGS.split}/global_": embeddings, f"{FLAGS.split}/paths": np.array(paths),
+                         f"{FLAGS.split}/pids": ids[:, 0], f"{FLAGS.split}/camids": ids[:, 1]})
     os.replace(partial, FLAGS.output)
     return [f"embedded {len(paths)} images ({embeddings.shape[1]}-d) -> {FLAGS.output}"]
 

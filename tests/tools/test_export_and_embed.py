@@ -57,11 +57,15 @@ def test_embed_files_in_process_equals_the_keras_model(exported, tmp_path):
                 f"--output={tmp_path}/q.npz", "--batch_size=3", "--noprogress")
     assert done.returncode == 0, done.stderr[-3000:]
     saved = np.load(tmp_path / "q.npz")
-    assert list(saved["paths"]) == files
+    assert list(saved["query/paths"]) == files
+    # Synthetic names are Market-style: <pid>_c<cam>_<index>.png, cameras 1-based on disk.
+    names = [os.path.basename(f) for f in files]
+    assert list(saved["query/pids"]) == [int(n[:4]) for n in names]
+    assert list(saved["query/camids"]) == [int(n[6]) - 1 for n in names]
     pixels = np.stack([augment.decode_and_resize(tf.io.read_file(f), 32, 16, tf.uint8).numpy()
                        for f in files])
     g = model(pixels, training=False)["global"].numpy()
-    np.testing.assert_allclose(saved["embeddings"], g / np.linalg.norm(g, axis=1, keepdims=True),
+    np.testing.assert_allclose(saved["query/global_"], g / np.linalg.norm(g, axis=1, keepdims=True),
                                atol=1e-5)
 
 

@@ -115,3 +115,17 @@ def test_rejects_bad_shapes_and_arguments():
         re_ranking(q_g, q_q, g_g, lambda_value=1.5)
     with pytest.raises(ValueError, match="block"):
         re_ranking(q_g, q_q, g_g, block=0)
+
+
+@pytest.mark.parametrize("block", [13, 1024])
+def test_many_exact_ties_match_dense(block):
+    """Integer features on a small grid tie constantly: the partial sorts must fall back to
+    the dense algorithm's (stable) order at every tie across the k-th neighbour."""
+    rng = np.random.default_rng(11)
+    query = rng.integers(0, 3, size=(25, 4)).astype(np.float32)
+    gallery = rng.integers(0, 3, size=(120, 4)).astype(np.float32)
+    q_g, q_q, g_g = _blocks(query, gallery)
+    assert len(np.unique(g_g)) < 20, "the data is tie-heavy"
+    dense = re_ranking_dense(q_g, q_q, g_g, k1=6, k2=3, lambda_value=0.3)
+    low = re_ranking(q_g, q_q, g_g, k1=6, k2=3, lambda_value=0.3, block=block)
+    np.testing.assert_allclose(low, dense, rtol=0, atol=1e-5)
