@@ -93,22 +93,25 @@ def local_distances(
     g_local: np.ndarray,
     block: int = 256,
     normalize: bool = True,
-    tile: int = 4096,
+    tile: tuple[int, int] = (64, 256),
 ) -> np.ndarray:
     """AlignedReID aligned local distances between every query and every gallery image.
 
-    `tf_reid.losses.aligned.aligned_distance_matrix` (XLA shortest path over the H x L stripe
-    distances tanh(||f_i - g_j|| / 2)), called on `block` queries at a time.
+    `tf_reid.losses.aligned.aligned_distance_matrix_forward` (forward only: per tile one GEMM,
+    tanh(||f_i - g_j|| / 2) and the shortest path through the H x L stripe distances, in one
+    XLA program), called on `block` queries at a time.
 
     Args:
         q_local: [Q, H, C] query stripes.
         g_local: [G, L, C] gallery stripes (L may differ from H).
-        block: queries per call; memory beyond the result is one [block, G] matrix plus one
-            tile of element distances.
+        block: most queries per call; memory beyond the result and the float32 stripes is one
+            [block, G] matrix plus one tile's element distances. The queries are split into
+            calls of equal size (the last call overlaps the one before), so there is one XLA
+            compile.
         normalize: L2-normalise each stripe over its C channels first, as the AlignedReID
             reproductions do at test time (default). Element distances then lie in
             [0, tanh(1)].
-        tile: pairs per tile inside `aligned_distance_matrix`.
+        tile: most (query, gallery) images per tile inside a call.
 
     Returns:
         [Q, G] float32 distances.
@@ -124,7 +127,7 @@ def local_distances(
     # TensorFlow is needed only here; importing it lazily keeps the global path NumPy-only.
     import tensorflow as tf
 
-    from tf_reid.losses.aligned import aligned_distance_matrix
+    from tf_reid.losses.aligned import aligned_distance_matrix_forward
 
     if normalize:
         q_local, g_local = l2_normalize(q_local), l2_normalize(g_local)
@@ -133,9 +136,12 @@ def local_distances(
     if num_q == 0 or num_g == 0:
         return out
     gallery = tf.constant(g_local, dtype=tf.float32)
-    for start in range(0, num_q, block):
-        query = tf.constant(q_local[start : start + block], dtype=tf.float32)
-        out[start : start + block] = aligned_distance_matrix(query, gallery, block=tile).numpy()
+    calls = -(-num_q // block)
+    rows = -(-num_q // calls)
+    for call in range(calls):
+        start = min(call * rows, num_q - rows)
+        query = tf.constant(q_local[start : start + rows], dtype=tf.float32)
+        out[start : start + rows] = aligned_distance_matrix_forward(query, gallery, *tile)
     return out
 
 

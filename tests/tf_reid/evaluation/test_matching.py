@@ -110,10 +110,11 @@ def test_l2_normalize_keeps_zero_vectors_and_gives_unit_norms():
 
 
 @pytest.mark.parametrize("normalize", [True, False])
-@pytest.mark.parametrize("block,tile", [(3, 4096), (2, 5), (7, 1)])
+@pytest.mark.parametrize("block,tile", [(3, (64, 256)), (2, (1, 5)), (7, (3, 4)), (4, (2, 1))])
 def test_local_matches_nested_loop_dp(block, tile, normalize):
-    # 7 queries x 6 gallery, 4 stripes of 3 channels; blocks of 3 or 2 do not divide 7, and
-    # small tiles send each block through aligned_distance_matrix's tiled loop.
+    # 7 queries x 6 gallery, 4 stripes of 3 channels; blocks of 3, 2 or 4 do not divide 7 (the
+    # last call overlaps the one before), and tiles of 3 x 4 or 2 x 1 images do not divide the
+    # calls' rows or the gallery (the last tile overlaps too).
     query, gallery = _features(10, 7, 4, 3), _features(11, 6, 4, 3)
     dist = local_distances(query, gallery, block=block, normalize=normalize, tile=tile)
     assert dist.shape == (7, 6) and dist.dtype == np.float32

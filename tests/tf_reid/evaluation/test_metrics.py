@@ -181,6 +181,67 @@ def test_matches_per_query_loop_reference(block, ap_mode, max_rank):
     np.testing.assert_allclose(details["ap"], per_query_ap, rtol=0, atol=1e-10)
 
 
+@pytest.mark.parametrize("block", [1, 7, 1024])
+@pytest.mark.parametrize("ap_mode", ["standard", "trapezoid"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.int64])
+def test_exact_ties_match_per_query_loop_reference(block, ap_mode, dtype):
+    # Integer-valued distances in [-2, 2]: most distances tie, so ranks depend on the tie order
+    # (gallery index first, as in the reference's stable sort), junk included. Floats also get
+    # -0.0 next to 0.0, which a stable sort treats as equal.
+    rng = np.random.default_rng(11)
+    num_q, num_g = 30, 120
+    distmat = rng.integers(-2, 3, (num_q, num_g)).astype(dtype)
+    if np.issubdtype(dtype, np.floating):
+        distmat[rng.random((num_q, num_g)) < 0.2] = -0.0
+        negative_zero = np.signbit(distmat[distmat == 0])
+        assert negative_zero.any() and not negative_zero.all()
+    q_pids, g_pids = rng.integers(0, 8, num_q), rng.integers(0, 8, num_g)
+    q_camids, g_camids = rng.integers(0, 3, num_q), rng.integers(0, 3, num_g)
+
+    details = evaluate_rank(
+        distmat, q_pids, g_pids, q_camids, g_camids, max_rank=30, ap_mode=ap_mode, block=block,
+        return_details=True,
+    )
+    cmc, mean_ap, mean_inp, num_evaluated, per_query_ap = reference_evaluate(
+        distmat, q_pids, g_pids, q_camids, g_camids, 30, ap_mode
+    )
+    np.testing.assert_allclose(details["cmc"], cmc, rtol=0, atol=1e-10)
+    assert details["mAP"] == pytest.approx(mean_ap, abs=1e-10)
+    assert details["mINP"] == pytest.approx(mean_inp, abs=1e-10)
+    assert details["num_evaluated"] == num_evaluated
+    np.testing.assert_allclose(details["ap"], per_query_ap, rtol=0, atol=1e-10)
+
+
+def test_ties_broken_by_gallery_index():
+    # All distances equal: the ranking is the gallery order. Query pid 1, camera 0; g0 is junk
+    # (same pid and camera), matches g2 and g4 -> after junk removal g1 g2* g3 g4*: ranks 2, 4.
+    g_pids = np.array([1, 5, 1, 6, 1])
+    g_camids = np.array([0, 1, 1, 1, 2])
+    details = evaluate_rank(
+        np.zeros((1, 5), np.float32), np.array([1]), g_pids, np.array([0]), g_camids, max_rank=4,
+        return_details=True,
+    )
+    np.testing.assert_allclose(details["cmc"], [0, 1, 1, 1], rtol=0, atol=1e-12)
+    # AP = (1/2 + 2/4) / 2 = 0.5; INP = 2 / 4.
+    assert details["mAP"] == pytest.approx(0.5, abs=1e-12)
+    assert details["mINP"] == pytest.approx(0.5, abs=1e-12)
+
+
+def test_nan_distances_rank_last_in_gallery_order():
+    # Query pid 1, camera 0. As a stable argsort orders them: g3 (0.5) g2 (inf) then the NaNs
+    # in gallery order g0 g1* g4 (g1 and g3 are the matches) -> hits at ranks 1 and 4.
+    distmat = np.array([[np.nan, np.nan, np.inf, 0.5, -np.nan]], np.float32)
+    g_pids = np.array([2, 1, 3, 1, 4])
+    details = evaluate_rank(
+        distmat, np.array([1]), g_pids, np.array([0]), np.array([1, 1, 1, 1, 1]), max_rank=5,
+        return_details=True,
+    )
+    # AP = (1/1 + 2/4) / 2 = 0.75; INP = 2 / 4 = 0.5.
+    assert details["mAP"] == pytest.approx(0.75, abs=1e-12)
+    assert details["mINP"] == pytest.approx(0.5, abs=1e-12)
+    np.testing.assert_allclose(details["cmc"], [1.0] * 5, rtol=0, atol=1e-12)
+
+
 def test_float32_distmat_and_lists_accepted():
     cmc, mean_ap = evaluate_rank(
         DISTMAT.astype(np.float32).tolist(), Q_PIDS.tolist(), G_PIDS.tolist(),

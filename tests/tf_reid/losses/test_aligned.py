@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from tests.conftest import REPO
 from tf_reid.losses.aligned import (aligned_distance, aligned_distance_matrix,
+                                    aligned_distance_matrix_forward,
                                     element_distances, shortest_path)
 
 
@@ -672,3 +673,50 @@ def test_trains_under_mirrored_strategy_on_two_cpus():
     assert report["moved"] > 1e-3
     # Pairs never straddle the replicas' halves, so two replicas take the single device's steps.
     assert report["vs_single"] < 1e-5
+
+
+# --- forward only (retrieval) ------------------------------------------------------------------
+
+
+def nested_loop_matrix(query: np.ndarray, gallery: np.ndarray) -> np.ndarray:
+    """[P, Q] by the paper's loops: element distances and `reference_path`, pair by pair."""
+    return np.array([[reference_path(reference_element_distances(query[i:i + 1],
+                                                                 gallery[j:j + 1])[0])[0]
+                      for j in range(len(gallery))] for i in range(len(query))])
+
+
+@pytest.mark.parametrize("rows, cols", [(4, 4), (8, 8), (3, 6), (6, 1)])
+@pytest.mark.parametrize("tiles", [(64, 256), (2, 3), (1, 1), (4, 8)])
+def test_forward_matrix_matches_nested_loop_dp(rows, cols, tiles):
+    # 7 x 11 images: tiles of 2 x 3 or 4 x 8 leave last tiles that overlap the one before.
+    query, gallery = stripes(60, 7, rows, 5), stripes(61, 11, cols, 5)
+    dist = aligned_distance_matrix_forward(query, gallery, *tiles)
+    assert dist.shape == (7, 11) and dist.dtype == tf.float32
+    np.testing.assert_allclose(dist.numpy(), nested_loop_matrix(query, gallery), rtol=1e-6,
+                               atol=1e-5)
+
+
+def test_forward_matrix_is_the_differentiable_matrix():
+    # Unit stripes, as in retrieval, 8 x 128 as the benchmark's; a gallery longer than a tile.
+    query = stripes(62, 9, 8, 128)
+    gallery = stripes(63, 300, 8, 128)
+    query /= np.linalg.norm(query, axis=-1, keepdims=True)
+    gallery /= np.linalg.norm(gallery, axis=-1, keepdims=True)
+    np.testing.assert_allclose(aligned_distance_matrix_forward(query, gallery, 4, 64).numpy(),
+                               aligned_distance_matrix(query, gallery).numpy(), atol=2e-6)
+
+
+def test_forward_matrix_of_one_query_and_empty_sides():
+    x, y = stripes(64, 1, 5, 4), stripes(67, 20, 5, 4)
+    np.testing.assert_allclose(aligned_distance_matrix_forward(x, y, 8, 8).numpy(),
+                               nested_loop_matrix(x, y), rtol=1e-6, atol=1e-5)
+    assert aligned_distance_matrix_forward(x[:0], y).shape == (0, 20)
+    assert aligned_distance_matrix_forward(x, y[:0]).shape == (1, 0)
+
+
+def test_forward_matrix_rejects_bad_arguments():
+    x = stripes(65, 2, 3, 4)
+    with pytest.raises(ValueError, match="query_tile"):
+        aligned_distance_matrix_forward(x, x, query_tile=0)
+    with pytest.raises(ValueError, match=r"\[P, M, C\]"):
+        aligned_distance_matrix_forward(x, stripes(66, 2, 3, 5))
