@@ -119,21 +119,27 @@ def flagfile_text(values: dict[str, object]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _settings(flagfile: str) -> dict[str, str]:
+    """`--name=value` / `--name` / `--noname` lines as {name: value} ("--noname" -> "no")."""
+    settings = {}
+    for line in flagfile.split():
+        name, sep, value = line[2:].partition("=")
+        if not sep and name.startswith("no") and name[2:] in FLAGS:
+            name, value = name[2:], "no"
+        settings[name] = value
+    return settings
+
+
 def check_resume(workdir: str, values: dict[str, object]) -> None:
     """Refuses to resume a run with settings that change the model or its data."""
     path = os.path.join(workdir, workdir_lib.FLAGS_FILE)
     if not os.path.isfile(path):
         return
-    saved = {}
-    for line in open(path).read().split():
-        name, _, value = line[2:].partition("=")
-        saved[name] = value
-    now = {}
-    for line in flagfile_text(values).split():
-        name, _, value = line[2:].partition("=")
-        now[name] = value
-    changed = sorted(n for n in set(saved) ^ set(now) | {n for n in saved if saved.get(n) != now.get(n)}
-                     if n.removeprefix("no") not in RESUMABLE)
+    with open(path) as f:
+        saved = _settings(f.read())
+    now = _settings(flagfile_text(values))
+    changed = sorted(name for name in set(saved) | set(now)
+                     if saved.get(name) != now.get(name) and name not in RESUMABLE)
     if changed:
         raise workdir_lib.WorkdirError(
             f"{path}: --resume with different settings ({', '.join(changed)}); only "

@@ -22,6 +22,8 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from tf_reid.evaluation.reranking import euclidean_distances
+
 __all__ = [
     "DISTANCES",
     "combined_distances",
@@ -82,9 +84,8 @@ def global_distances(
     g_sq = np.sum(g_global * g_global, axis=1)
     out = np.empty((q_global.shape[0], g_global.shape[0]), dtype=np.float32)
     for start in range(0, q_global.shape[0], block):
-        q = q_global[start : start + block]
-        sq = np.sum(q * q, axis=1)[:, None] + g_sq[None, :] - 2 * (q @ g_global.T)
-        out[start : start + block] = np.sqrt(np.maximum(sq, 0))
+        out[start : start + block] = euclidean_distances(q_global[start : start + block],
+                                                         g_global, g_sq)
     return out
 
 

@@ -331,9 +331,15 @@ def re_ranking(
     return _rerank_rows(rows, num_q, num_q + num_g, k1, k2, lambda_value, block)
 
 
-def euclidean_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Euclidean distances [A, B] between rows of a [A, D] and b [B, D], in a's dtype."""
-    sq = (a * a).sum(axis=1)[:, None] + (b * b).sum(axis=1)[None, :] - 2.0 * (a @ b.T)
+def euclidean_distances(a: np.ndarray, b: np.ndarray, b_sq: np.ndarray | None = None
+                        ) -> np.ndarray:
+    """Euclidean distances [A, B] between rows of a [A, D] and b [B, D], in a's dtype.
+
+    `b_sq` [B], the squared norms of b's rows, may be passed in when b is reused block after
+    block, so they are computed once.
+    """
+    b_sq = (b * b).sum(axis=1) if b_sq is None else b_sq
+    sq = (a * a).sum(axis=1)[:, None] + b_sq[None, :] - 2.0 * (a @ b.T)
     return np.sqrt(np.maximum(sq, 0.0))
 
 
