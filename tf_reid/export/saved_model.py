@@ -46,12 +46,24 @@ class EmbeddingModule(tf.Module):
         super().__init__(name="reid_embedding")
         self.model = model
         self.height, self.width = model.image_shape[:2]
+        probe = self._run(tf.zeros((1, self.height, self.width, 3), tf.uint8))
+        self.empty_shapes = {name: [0, *value.shape[1:]] for name, value in probe.items()}
 
-    def _outputs(self, pixels: tf.Tensor) -> dict[str, tf.Tensor]:
-        """uint8 [N, height, width, 3] -> embeddings [N, D] (unit norm), local [N, h, c]."""
+    def _run(self, pixels: tf.Tensor) -> dict[str, tf.Tensor]:
         out = self.model(pixels, training=False)
         embeddings = tf.math.l2_normalize(tf.cast(out["global"], tf.float32), axis=-1)
         return {"embeddings": embeddings, "local": tf.cast(out["local"], tf.float32)}
+
+    def _outputs(self, pixels: tf.Tensor) -> dict[str, tf.Tensor]:
+        """uint8 [N, height, width, 3] -> embeddings [N, D] (unit norm), local [N, h, c].
+
+        An empty batch never reaches the model: TF 2.21's CPU convolution returns its input
+        unchanged for an empty batch ([0, H, W, 3] where [0, h, w, C] is due), and the next
+        layer then fails on the shapes.
+        """
+        return tf.cond(tf.shape(pixels)[0] > 0, lambda: self._run(pixels),
+                       lambda: {name: tf.zeros(shape, tf.float32)
+                                for name, shape in self.empty_shapes.items()})
 
     def _decode(self, images: tf.Tensor) -> tf.Tensor:
         return tf.map_fn(lambda e: augment.decode_and_resize(e, self.height, self.width, tf.uint8),
