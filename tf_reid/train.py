@@ -20,7 +20,7 @@ import inspect  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 
-from absl import app, flags, logging  # noqa: E402
+from absl import app, flags  # noqa: E402
 
 from tf_reid.data import augment  # noqa: E402
 from tf_reid.models.backbones import BACKBONES  # noqa: E402
@@ -208,8 +208,6 @@ def run() -> list[str]:
 
 def main(argv: list[str]) -> int:
     del argv
-    if not FLAGS["verbosity"].present:  # checkpoint saving logs a line per save at INFO
-        logging.set_verbosity(logging.WARNING)
     return run_reporting(run, errors=(DatasetError, workdir_lib.WorkdirError))
 
 

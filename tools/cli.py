@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from typing import Callable, Sequence, Type
 
+from absl import flags, logging
+
 from tfrecords_builder.records import DatasetError
 
 
@@ -13,8 +15,12 @@ def run_reporting(body: Callable[[], Sequence[str]],
     """Runs `body`, prints the lines it returns, and returns the exit status.
 
     An exception of `errors` (bad input: DatasetError by default) becomes one
-    `error: <message>` line on stderr and status 1.
+    `error: <message>` line on stderr and status 1. absl logs from WARNING up unless
+    `--verbosity` is given: TensorFlow's INFO lines (a line per checkpoint or SavedModel
+    write) would bury the command's own output.
     """
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
     try:
         lines = body()
     except errors as e:

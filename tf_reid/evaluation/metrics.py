@@ -219,3 +219,43 @@ def evaluate_rank(
         "ap": ap,
         "inp": inp,
     }
+
+
+def chance_level(q_pids: np.ndarray, g_pids: np.ndarray, q_camids: np.ndarray,
+                 g_camids: np.ndarray) -> dict[str, float | int]:
+    """Expected rank-1 and mAP of a uniformly random ranking, under `evaluate_rank`'s protocol.
+
+    For a query with m matches among the n gallery items left after junk removal, the first
+    item of a random ranking is a match with probability m / n, and the expected standard AP
+    is H_n / n + (m - 1)(n - H_n) / (n (n - 1)) (H_n the n-th harmonic number): AP =
+    (1/m) sum over matches r, s of [pos_s <= pos_r] / pos_r, where E[1 / pos_r] = H_n / n and,
+    for s != r, E[[pos_s < pos_r] / pos_r] = sum_p (1/n)(1/p)(p - 1)/(n - 1). Both are averaged
+    over the queries `evaluate_rank` evaluates (those with m > 0).
+
+    Args:
+        q_pids, q_camids: [num_query]; g_pids, g_camids: [num_gallery].
+
+    Returns:
+        {"rank1", "mAP", "num_query"} where num_query counts the evaluated queries.
+    """
+    def counts(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
+        """How often each row of `queries` occurs among the rows of `keys`."""
+        values, number = np.unique(keys, axis=0, return_counts=True)
+        where = {tuple(v): c for v, c in zip(values.tolist(), number.tolist())}
+        return np.array([where.get(tuple(q), 0) for q in queries.tolist()], np.float64)
+
+    q_pids, g_pids = np.asarray(q_pids).reshape(-1, 1), np.asarray(g_pids).reshape(-1, 1)
+    q_pid_cam = np.concatenate([q_pids, np.asarray(q_camids).reshape(-1, 1)], axis=1)
+    g_pid_cam = np.concatenate([g_pids, np.asarray(g_camids).reshape(-1, 1)], axis=1)
+    junk = counts(g_pid_cam, q_pid_cam)
+    m = counts(g_pids, q_pids) - junk
+    n = len(g_pids) - junk
+    evaluated = m > 0
+    if not evaluated.any():
+        raise ValueError(_NO_MATCH)
+    m, n = m[evaluated], n[evaluated]
+    harmonic = np.cumsum(1.0 / np.arange(1, int(n.max()) + 1))[n.astype(np.int64) - 1]
+    pair_term = np.divide((m - 1) * (n - harmonic), n * (n - 1), out=np.zeros_like(n),
+                          where=n > 1)
+    return {"rank1": float(np.mean(m / n)), "mAP": float(np.mean(harmonic / n + pair_term)),
+            "num_query": int(evaluated.sum())}

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
 import pytest
 
-from tf_reid.evaluation.metrics import evaluate_rank
+from tf_reid.evaluation.metrics import chance_level, evaluate_rank
 
 
 def reference_evaluate(distmat, q_pids, g_pids, q_camids, g_camids, max_rank, ap_mode):
@@ -282,3 +283,32 @@ def test_bad_arguments_raise(kwargs, message):
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
         evaluate_rank(**args)
+
+
+def test_chance_level_hand_worked():
+    # One query, gallery [match, non-match, same-camera junk]: n = 2 valid items, m = 1.
+    # Rankings (match first) and (match second) are equally likely: rank-1 1/2, AP (1 + 1/2)/2.
+    chance = chance_level(np.array([1]), np.array([1, 2, 1]), np.array([0]), np.array([1, 1, 0]))
+    assert chance == {"rank1": 0.5, "mAP": 0.75, "num_query": 1}
+
+
+def test_chance_level_is_the_mean_over_every_ranking():
+    # The expectation taken literally: evaluate_rank over all 7! orderings of the gallery.
+    q_pids, q_camids = np.array([1, 2, 3, 9]), np.array([0, 1, 1, 0])  # pid 9: skipped
+    g_pids = np.array([1, 1, 2, 1, 3, 4, 2])
+    g_camids = np.array([1, 2, 0, 0, 0, 1, 1])  # g3 is junk for query 0, g6 for query 1
+    rank1, mean_ap = [], []
+    for order in itertools.permutations(range(len(g_pids))):
+        distmat = np.tile(np.argsort(order).astype(np.float64), (len(q_pids), 1))
+        cmc, m_ap = evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=1)
+        rank1.append(cmc[0])
+        mean_ap.append(m_ap)
+    chance = chance_level(q_pids, g_pids, q_camids, g_camids)
+    assert chance["num_query"] == 3
+    assert chance["rank1"] == pytest.approx(np.mean(rank1), abs=1e-12)
+    assert chance["mAP"] == pytest.approx(np.mean(mean_ap), abs=1e-12)
+
+
+def test_chance_level_without_matches_raises():
+    with pytest.raises(ValueError, match="no query has a gallery match"):
+        chance_level(np.array([1]), np.array([1, 2]), np.array([0]), np.array([0, 1]))
