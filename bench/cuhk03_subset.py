@@ -57,7 +57,7 @@ from typing import Any  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
+from absl import app, flags  # noqa: E402
 
 from bench.common import SHARED_CUHK03  # noqa: E402
 from tf_reid.data import augment  # noqa: E402
@@ -65,6 +65,7 @@ from tf_reid.evaluation import extract  # noqa: E402
 from tf_reid.training import loop, objective  # noqa: E402
 from tf_reid.training import workdir as workdir_lib  # noqa: E402
 from tfrecords_builder import cuhk03, validation, writer  # noqa: E402
+from tools.cli import warnings_only_unless_verbose  # noqa: E402
 from tools.convert_torch_weights import convert_weights  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -279,8 +280,7 @@ def table(results: list[dict[str, Any]]) -> list[str]:
 
 def main(argv: list[str]) -> int:
     del argv
-    if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
+    warnings_only_unless_verbose()  # TF logs a line per checkpoint / SavedModel write at INFO
     unknown = sorted(set(FLAGS.variants) - set(VARIANTS))
     if unknown:
         raise app.UsageError(f"--variants: unknown {', '.join(unknown)} "

@@ -10,6 +10,12 @@ from absl import flags, logging
 from tfrecords_builder.records import DatasetError
 
 
+def warnings_only_unless_verbose() -> None:
+    """absl logs from WARNING up unless `--verbosity` was given (call after flag parsing)."""
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+
+
 def run_reporting(body: Callable[[], Sequence[str]],
                   errors: tuple[Type[Exception], ...] = (DatasetError,)) -> int:
     """Runs `body`, prints the lines it returns, and returns the exit status.
@@ -19,8 +25,7 @@ def run_reporting(body: Callable[[], Sequence[str]],
     `--verbosity` is given: TensorFlow's INFO lines (a line per checkpoint or SavedModel
     write) would bury the command's own output.
     """
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
+    warnings_only_unless_verbose()
     try:
         lines = body()
     except errors as e:
