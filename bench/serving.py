@@ -63,7 +63,12 @@ def read_images(folder: str, count: int) -> list[bytes]:
     paths = sorted(glob.glob(os.path.join(folder, "*.jpg")))[:count]
     if not paths:
         raise SystemExit(f"error: {folder}: no .jpg images")
-    return [open(p, "rb").read() for p in paths]
+    return [tf.io.read_file(p).numpy() for p in paths]
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    """[N, D] rows scaled to length 1."""
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
 def callables(model: AlignedReID, loaded, encoded: list[bytes], pixels: np.ndarray
@@ -107,7 +112,6 @@ def measure(backbone: str, batches: list[int], images: list[bytes], export_root:
         outputs = {name: call() for name, call in calls.items()}  # traces every variant
         # Directions are compared: a random-init MobileNetV2's features are ~1e-11, below
         # l2_normalize's epsilon, so its served embeddings are not unit vectors.
-        unit = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)  # noqa: E731
         print(f"{backbone} batch {batch}: max |unit(embed_pixels) - unit(Keras global)| = "
               f"{np.abs(unit(outputs['embed_pixels']) - unit(outputs['keras eager'])).max():.2e}, "
               f"|serving_default - embed_pixels| = "

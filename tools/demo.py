@@ -23,7 +23,6 @@ if __name__ == "__main__":
 
 import dataclasses  # noqa: E402
 import glob  # noqa: E402
-import json  # noqa: E402
 import os  # noqa: E402
 import shlex  # noqa: E402
 import subprocess  # noqa: E402
@@ -142,7 +141,9 @@ def run_stages(stages: Sequence[Stage], python: str) -> list[tuple[str, float, b
 
 def search_lines(search_file: str, shown: int = 5) -> list[str]:
     """The searched query's top hits, marked by whether they are the query's identity."""
-    result = json.load(open(search_file))["results"][0]
+    from tf_reid.training.workdir import read_json
+
+    result = read_json(search_file)["results"][0]
     lines = [f"query {result['path']} (pid {result['pid']}), top {shown} of "
              f"{len(result['hits'])}:"]
     for hit in result["hits"][:shown]:
@@ -154,8 +155,9 @@ def search_lines(search_file: str, shown: int = 5) -> list[str]:
 def summary(timings: Sequence[tuple[str, float, bool]]) -> list[str]:
     from tf_reid.evaluation import extract
     from tf_reid.evaluation.metrics import chance_level
+    from tf_reid.training.workdir import read_json
 
-    report = json.load(open(EVAL))["metrics"]
+    report = read_json(EVAL)["metrics"]
     query, gallery = extract.load_features(FEATURES)
     chance = chance_level(query.pids, gallery.pids, query.camids, gallery.camids)
     lines = ["", "== summary", "stage times: " + ", ".join(
