@@ -196,10 +196,15 @@ def run() -> list[str]:
     values = own_flags()
     if FLAGS.resume:
         check_resume(FLAGS.workdir, values)
-    workdir_lib.prepare(FLAGS.workdir, FLAGS.resume)
-    workdir_lib.write_text_atomic(os.path.join(FLAGS.workdir, workdir_lib.FLAGS_FILE),
-                                  flagfile_text(values))
-    result = loop.train(config, strategies.STRATEGIES[FLAGS.strategy](), resume=True)
+    strategy = strategies.STRATEGIES[FLAGS.strategy]()
+    if strategies.is_chief(strategy):
+        workdir_lib.prepare(FLAGS.workdir, FLAGS.resume)
+        workdir_lib.write_text_atomic(os.path.join(FLAGS.workdir, workdir_lib.FLAGS_FILE),
+                                      flagfile_text(values))
+    result = loop.train(config, strategy, resume=True)
+    if not strategies.is_chief(strategy):
+        return [f"{strategies.task_name(strategy)}: trained {result['epoch']} epochs "
+                f"(the chief writes {FLAGS.workdir})"]
     lines = [f"trained {result['epoch']} epochs in {FLAGS.workdir}"]
     if result.get("metrics"):
         lines.append("metrics: " + json.dumps(result["metrics"].get("metrics"), sort_keys=True))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -126,3 +127,71 @@ def test_killed_and_resumed_equals_uninterrupted(data_dir, tmp_path):
         np.testing.assert_array_equal(got[name], value, err_msg=name)
     assert json.loads((killed / "metrics.json").read_text())["metrics"] == json.loads(
         (tmp_path / "whole" / "metrics.json").read_text())["metrics"]
+
+
+def free_ports(n: int) -> list[int]:
+    """n ports nobody listens on now (held together while choosing, so they differ)."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("localhost", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def run_cluster(data_dir, workdir, tmp_root, *extra, workers=2):
+    """`workers` processes of tf_reid.train on localhost, one TF_CONFIG task each; returns
+    their stdouts. Each process gets its own TMPDIR (tmp_root/<index>)."""
+    spec = {"worker": [f"localhost:{port}" for port in free_ports(workers)]}
+    processes = []
+    try:
+        for index in range(workers):
+            tmp = tmp_root / str(index)
+            tmp.mkdir(parents=True, exist_ok=True)
+            env = {**os.environ, "TMPDIR": str(tmp), "TF_CONFIG": json.dumps(
+                {"cluster": spec, "task": {"type": "worker", "index": index}})}
+            processes.append(subprocess.Popen(
+                command(data_dir, workdir, "--strategy=multi_worker", *extra), cwd=REPO, env=env,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        outputs = [p.communicate(timeout=300) for p in processes]
+    finally:
+        for p in processes:
+            p.kill()
+    for p, (_, err) in zip(processes, outputs):
+        assert p.returncode == 0, err[-3000:]
+    return [out for out, _ in outputs]
+
+
+def test_two_workers_take_the_steps_of_two_replicas_and_resume(data_dir, tmp_path):
+    """MultiWorkerMirroredStrategy over two processes on localhost (one CPU replica each) must
+    take exactly the steps of MirroredStrategy over two logical CPUs in one process: same data
+    slices, all-reduced gradients, same BatchNorm statistics. Checked on the chief's
+    checkpoints after a run of 2 epochs resumed by both workers to 3; the second worker reads
+    the chief's checkpoint, writes nothing to the workdir and leaves no temporary files."""
+    extra = ["--eval_every=1", "--students=2"]
+    mirrored = train(data_dir, tmp_path / "mirrored", "--epochs=3", *extra,
+                     "--strategy=mirrored", "--cpu_replicas=2")
+    assert mirrored.returncode == 0, mirrored.stderr[-3000:]
+
+    cluster = tmp_path / "cluster"
+    run_cluster(data_dir, cluster, tmp_path / "tmp", "--epochs=2", *extra)
+    assert tf.train.latest_checkpoint(str(cluster / "checkpoints")).endswith("ckpt-2")
+    chief, other = run_cluster(data_dir, cluster, tmp_path / "tmp", "--epochs=3", "--resume",
+                               *extra)
+    assert f"trained 3 epochs in {cluster}" in chief
+    assert f"worker-1: trained 3 epochs (the chief writes {cluster})" in other
+    assert os.listdir(tmp_path / "tmp" / "1") == []
+
+    assert sorted(os.listdir(cluster / "checkpoints")) == sorted(
+        os.listdir(tmp_path / "mirrored" / "checkpoints"))
+    expected = variables(str(tmp_path / "mirrored" / "checkpoints" / "ckpt-3"))
+    got = variables(str(cluster / "checkpoints" / "ckpt-3"))
+    assert sorted(got) == sorted(expected)
+    for name, value in expected.items():
+        if isinstance(value, np.ndarray):
+            np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+    metrics = [json.loads((d / "metrics.json").read_text())["metrics"]["global"]
+               for d in (cluster, tmp_path / "mirrored")]
+    assert metrics[0] == pytest.approx(metrics[1], abs=1e-4)

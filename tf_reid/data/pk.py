@@ -22,7 +22,9 @@ an accelerator the model normalises for free on 4x fewer transferred bytes. With
 Global batch and replicas: the global batch holds num_replicas x P x K images. A
 MirroredStrategy's `experimental_distribute_dataset` splits axis 0 into num_replicas contiguous
 slices of P x K, and because the layout is identity-major each slice is P whole identities:
-batch-hard mining per replica stays valid.
+batch-hard mining per replica stays valid. Under MultiWorkerMirroredStrategy every worker
+builds the same global batches (same seed) and data sharding keeps each worker's replicas'
+slices, in the same order.
 
 Determinism: every random choice is seeded from `seed` (shuffles with explicit seeds, stateless
 ops for sampling and augmentation, deterministic parallel maps), so the same seed gives the same
@@ -200,6 +202,11 @@ def pk_dataset(data_dir: str, num_identities: int = 32, num_instances: int = 4,
                     (*image(record, label, image_seed), batch_seed),
                     num_parallel_calls=num_parallel_calls, deterministic=True)
                .batch(batch_size, drop_remainder=True))
+    # Multi-worker: every worker builds the same global batches and keeps its replicas' slices
+    # (sharding by file would break the identity-major PK layout).
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return (batches
             .map(finish, num_parallel_calls=num_parallel_calls, deterministic=True)
-            .prefetch(tf.data.AUTOTUNE))
+            .prefetch(tf.data.AUTOTUNE)
+            .with_options(options))

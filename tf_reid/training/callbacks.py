@@ -64,15 +64,19 @@ class ScalarLogger(keras.callbacks.Callback):
             for name, value in values.items():
                 tf.summary.scalar(f"{prefix}/{name}", value, step=step)
 
+    def _step(self) -> int:
+        # `.value` is a MirroredVariable under MultiWorkerMirroredStrategy, which int() refuses.
+        return int(self.optimizer.iterations.value.numpy())
+
     def on_train_batch_end(self, batch, logs=None):
-        step = int(self.optimizer.iterations)
+        step = self._step()
         if self.every and step % self.every == 0:
             self._write("train_steps", _floats(logs), step)
 
     def on_epoch_end(self, epoch, logs=None):
-        step = int(self.optimizer.iterations)
+        step = self._step()
         values = _floats(logs)
-        values["learning_rate"] = float(self.optimizer.learning_rate)
+        values["learning_rate"] = float(self.optimizer.learning_rate.numpy())
         self._write("train", values, step)
         self.writer.flush()
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
+import tempfile
 from typing import Any
 
 import keras
@@ -15,7 +17,7 @@ import tensorflow as tf
 
 from tf_reid.data import augment, pk
 from tf_reid.models.aligned_reid import AlignedReID
-from tf_reid.training import callbacks, objective, schedule, trainer
+from tf_reid.training import callbacks, objective, schedule, strategies, trainer
 from tf_reid.training import workdir as workdir_lib
 from tfrecords_builder import writer
 
@@ -105,13 +107,29 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None,
           resume: bool = False) -> dict[str, Any]:
     """Trains (or resumes training) and returns the last epoch's logs and the final metrics.
 
+    On a multi-worker cluster every worker calls this with the same config: the chief writes
+    `config.workdir` and evaluates; the others restore from it and write their epoch
+    checkpoints (every worker takes part in each save) to a temporary folder, deleted at the end.
+
     Raises:
       WorkdirError: the workdir is not empty and `resume` is False.
     """
     strategy = strategy or tf.distribute.get_strategy()
     if config.precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {config.precision!r}")
-    resuming = workdir_lib.prepare(config.workdir, resume)
+    if strategies.is_chief(strategy):
+        return _train(config, strategy, workdir_lib.prepare(config.workdir, resume),
+                      config.workdir, chief=True)
+    out = tempfile.mkdtemp(prefix=f"tf_reid-{strategies.task_name(strategy)}-")
+    try:
+        return _train(config, strategy, resume, out, chief=False)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def _train(config: TrainConfig, strategy: tf.distribute.Strategy, resuming: bool,
+           out: str, chief: bool) -> dict[str, Any]:
+    """`train`, restoring from `config.workdir` and writing to `out`; only a chief evaluates."""
     keras.mixed_precision.set_global_policy(config.precision)
     keras.utils.set_random_seed(config.seed)
 
@@ -130,14 +148,14 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None,
         model.compile(optimizer=optimizers[0], jit_compile=config.jit_compile)
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     state = workdir_lib.checkpoint(students, optimizers, epoch)
-    last = tf.train.CheckpointManager(state, os.path.join(config.workdir, workdir_lib.CHECKPOINTS),
+    last = tf.train.CheckpointManager(state, os.path.join(out, workdir_lib.CHECKPOINTS),
                                       max_to_keep=config.checkpoints_to_keep)
-    best = tf.train.CheckpointManager(state, os.path.join(config.workdir, workdir_lib.BEST),
-                                      max_to_keep=1)
-    if resuming and last.latest_checkpoint:
-        state.restore(last.latest_checkpoint).assert_consumed()
+    best = tf.train.CheckpointManager(state, os.path.join(out, workdir_lib.BEST), max_to_keep=1)
+    latest = tf.train.latest_checkpoint(os.path.join(config.workdir, workdir_lib.CHECKPOINTS))
+    if resuming and latest:
+        state.restore(latest).assert_consumed()
     start = int(epoch.numpy())
-    workdir_lib.save_model_config(config.workdir, students, data_dir=os.path.abspath(config.data_dir),
+    workdir_lib.save_model_config(out, students, data_dir=os.path.abspath(config.data_dir),
                                   num_classes=num_classes, precision=config.precision)
     if start >= config.epochs:
         print(f"{config.workdir}: already trained for {start} epochs (--epochs={config.epochs})")
@@ -147,19 +165,21 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None,
                          *students[0].image_shape[:2], seed=config.seed,
                          augment_config=config.augmentation, num_replicas=replicas,
                          manifest=manifest, start_epoch=start)
-    progress = callbacks.ProgressBar(config.epochs, steps, global_batch, config.progress)
+    progress = callbacks.ProgressBar(config.epochs, steps, global_batch,
+                                     config.progress and chief)
     history = model.fit(
         data, initial_epoch=start, epochs=config.epochs, steps_per_epoch=steps, verbose=0,
         shuffle=False, callbacks=[
             progress,
-            callbacks.ScalarLogger(os.path.join(config.workdir, workdir_lib.LOGS), optimizers[0],
+            callbacks.ScalarLogger(os.path.join(out, workdir_lib.LOGS), optimizers[0],
                                    config.log_every),
             callbacks.EvaluateAndCheckpoint(epoch, last, best,
-                                            _evaluator(config, students[0], manifest),
-                                            config.eval_every, config.epochs, config.workdir,
+                                            _evaluator(config, students[0], manifest)
+                                            if chief else None,
+                                            config.eval_every, config.epochs, out,
                                             ("global", "mAP")),
         ])
     logs = {k: float(v[-1]) for k, v in history.history.items()}
-    metrics_file = os.path.join(config.workdir, workdir_lib.METRICS_FILE)
+    metrics_file = os.path.join(out, workdir_lib.METRICS_FILE)
     metrics = workdir_lib.read_json(metrics_file) if os.path.isfile(metrics_file) else None
     return {"epoch": int(epoch.numpy()), "train": logs, "metrics": metrics}

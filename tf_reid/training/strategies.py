@@ -34,8 +34,37 @@ def _mirrored() -> tf.distribute.Strategy:
 
 
 def _multi_worker() -> tf.distribute.Strategy:
-    """Several machines, each described by the TF_CONFIG environment variable."""
+    """Several machines, each described by the TF_CONFIG environment variable.
+
+    Every worker runs the same command; the chief (see `is_chief`) writes the workdir, the
+    others write their (identical) checkpoints to a temporary folder they delete at the end.
+    To resume, every worker must see the chief's workdir (a shared filesystem or a copy).
+    """
     return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def in_cluster(strategy: tf.distribute.Strategy) -> bool:
+    """Whether `strategy` spans a multi-worker cluster (a TF_CONFIG naming this task)."""
+    resolver = strategy.cluster_resolver
+    return resolver is not None and bool(resolver.task_type)
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the run's files: always, except on a multi-worker cluster,
+    where only the `chief` task does (worker 0 when TF_CONFIG names no chief)."""
+    if not in_cluster(strategy):
+        return True
+    resolver = strategy.cluster_resolver
+    if "chief" in resolver.cluster_spec().as_dict():
+        return resolver.task_type == "chief"
+    return resolver.task_type == "worker" and resolver.task_id == 0
+
+
+def task_name(strategy: tf.distribute.Strategy) -> str:
+    """'worker-1', 'chief-0', ...; 'local' outside a multi-worker cluster."""
+    if not in_cluster(strategy):
+        return "local"
+    return f"{strategy.cluster_resolver.task_type}-{strategy.cluster_resolver.task_id}"
 
 
 STRATEGIES: dict[str, Callable[[], tf.distribute.Strategy]] = {

@@ -20,7 +20,7 @@ import keras
 import tensorflow as tf
 
 from tf_reid.models.aligned_reid import AlignedReID
-from tf_reid.training import objective
+from tf_reid.training import objective, strategies
 
 STATISTICS = ("active_triplets", "d_ap", "d_an")
 
@@ -66,6 +66,20 @@ class MutualTrainer(keras.Model):
         for student, optimizer in zip(self.students, self.student_optimizers):
             optimizer.build(student.trainable_variables)
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Skips Keras' symbolic build, which this model does not need (the students are built
+        on construction, the optimizers by `build_optimizers`).
+
+        Under a distribution strategy, Keras 3.15's `fit` first mean-reduces a data batch across
+        replicas for that build, which fails under MultiWorkerMirroredStrategy for any (images,
+        labels) batch (keras-team/keras#20585).
+        """
+        unbuilt = [layer.name for layer in self._flatten_layers(include_self=False)
+                   if not layer.built]
+        if unbuilt or not all(o.built for o in self.student_optimizers):
+            raise RuntimeError("MutualTrainer.fit: call build_optimizers() first (unbuilt "
+                               f"layers: {', '.join(unbuilt) or 'none'})")
+
     def call(self, images: tf.Tensor, training: bool = False) -> list[dict[str, tf.Tensor]]:
         return [student(images, training=training) for student in self.students]
 
@@ -96,7 +110,11 @@ class MutualTrainer(keras.Model):
         for optimizer, grads, weights in zip(self.student_optimizers, gradients, variables):
             optimizer.apply_gradients(zip(grads, weights))
         self._track(losses, all_terms, replicas)
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
+        results = {name: tracker.result() for name, tracker in self.trackers.items()}
+        if strategies.in_cluster(tf.distribute.get_strategy()):
+            # Keras 3.15 mean-reduces fit's outputs along axis 0 across workers; scalars have none.
+            results = {name: tf.reshape(value, [1]) for name, value in results.items()}
+        return results
 
     def _track(self, losses: list[tf.Tensor], terms: list[dict[str, tf.Tensor]],
                replicas: int) -> None:

@@ -9,6 +9,7 @@ import textwrap
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from tests.conftest import REPO
@@ -61,6 +62,15 @@ def test_each_student_moves_along_its_own_loss_gradient():
                          "active_triplets", "d_ap", "d_an"}
 
 
+def test_fit_before_build_optimizers_is_one_clear_error():
+    pair = students(2)
+    t = trainer.MutualTrainer(pair, [keras.optimizers.Adam(1e-3) for _ in pair])
+    t.compile(optimizer=t.student_optimizers[0])
+    data = tf.data.Dataset.from_tensors((images(1), LABELS)).repeat()
+    with pytest.raises(RuntimeError, match="build_optimizers"):
+        t.fit(data, epochs=1, steps_per_epoch=1, verbose=0)
+
+
 def test_without_mutual_terms_students_train_independently():
     x, labels = tf.constant(images(1)), tf.constant(LABELS)
     weights = objective.LossWeights(mutual_id=0.0, mutual_metric=0.0)
@@ -94,7 +104,9 @@ MIRRORED = textwrap.dedent("""
         t = trainer.MutualTrainer(models, optimizers, WEIGHTS, weight_decay=1e-3)
         t.build_optimizers()
         t.compile(optimizer=optimizers[0], jit_compile=False)
-    data = tf.data.Dataset.from_tensors((x, LABELS)).repeat()
+    # A different second batch: the step must train on the first.
+    data = tf.data.Dataset.from_tensors((x, LABELS)).concatenate(
+        tf.data.Dataset.from_tensors((images(9), LABELS))).repeat()
     t.fit(data, epochs=1, steps_per_epoch=1, verbose=0, shuffle=False)
 
     # The same step on one device: each replica's half batch is its own forward pass (own
