@@ -49,6 +49,8 @@ flags.DEFINE_bool("bn_neck", True, "BatchNorm between the global feature and the
 flags.DEFINE_integer("local_channels", 128, "Channels of each local stripe feature.")
 flags.DEFINE_enum("local_pooling", "max", ["mean", "max"], "Pooling over each stripe's width.")
 flags.DEFINE_enum("global_pooling", "mean", ["mean", "max"], "Pooling of the global feature.")
+flags.DEFINE_float("bn_momentum", 0.9, "Momentum of every BatchNorm's moving statistics (Keras' "
+                   "convention; 0.9 = PyTorch's 0.1). Keras' MobileNetV2 ships 0.999.")
 flags.DEFINE_integer("students", 1, "Students; >= 2 trains them together by mutual learning.")
 # Batches and augmentation.
 flags.DEFINE_integer("num_identities", 32, "P: identities per batch (per replica).")
@@ -164,7 +166,8 @@ def config_from_flags() -> loop.TrainConfig:
         model=dict(backbone=FLAGS.backbone, backbone_options=backbone_options(FLAGS.backbone),
                    input_shape=(FLAGS.height, FLAGS.width, 3), embedding_dim=FLAGS.embedding_dim,
                    bn_neck=FLAGS.bn_neck, local_channels=FLAGS.local_channels,
-                   local_pooling=FLAGS.local_pooling, global_pooling=FLAGS.global_pooling),
+                   local_pooling=FLAGS.local_pooling, global_pooling=FLAGS.global_pooling,
+                   bn_momentum=FLAGS.bn_momentum),
         students=FLAGS.students, num_identities=FLAGS.num_identities,
         num_instances=FLAGS.num_instances,
         augmentation=augment.AugmentConfig(flip=FLAGS.flip, pad=FLAGS.pad,

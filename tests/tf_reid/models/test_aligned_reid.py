@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_reid.models.aligned_reid import AlignedReID
+from tf_reid.models.aligned_reid import AlignedReID, batch_norms
 
 SHAPE = (32, 16, 3)  # the tiny backbone gives h = 4 stripes, w = 2
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -148,6 +148,33 @@ def test_get_config_round_trip(tmp_path):
     loaded = keras.saving.load_model(tmp_path / "model.keras")
     assert isinstance(loaded, AlignedReID)
     assert_outputs_close(loaded(pixels), expected, tol=0)
+
+
+@pytest.mark.parametrize("backbone, options", [
+    ("tiny", {"width": 4}),
+    ("mobilenet_v2", {"torch_padding": True}),  # Keras builds its BatchNorms with 0.999
+])
+def test_bn_momentum_governs_every_moving_average(backbone, options):
+    """One training call from the same moving statistics: with momentum m every BN (backbone's
+    and heads') must land on m * old + (1 - m) * new0, new0 being where momentum 0 lands (the
+    batch statistics, identical in both models since training mode ignores the moving ones)."""
+    def build(momentum):
+        keras.utils.set_random_seed(11)
+        return AlignedReID(num_classes=3, backbone=backbone, backbone_options=options,
+                           input_shape=(64, 32, 3), bn_momentum=momentum)
+
+    slow, instant = build(0.9), build(0.0)
+    norms = [batch_norms(m) for m in (slow, instant)]
+    assert len(norms[0]) == len(norms[1]) > 2
+    old = [bn.moving_mean.numpy() for bn in norms[0]]
+    pixels = np.random.default_rng(2).integers(0, 256, (4, 64, 32, 3), dtype=np.uint8)
+    slow(pixels, training=True)
+    instant(pixels, training=True)
+    for a, b, before in zip(*norms, old):
+        np.testing.assert_allclose(a.moving_mean.numpy(),
+                                   0.9 * before + 0.1 * b.moving_mean.numpy(),
+                                   rtol=1e-4, atol=1e-5, err_msg=a.name)
+    assert build(0.5).get_config()["bn_momentum"] == 0.5
 
 
 def test_embed_is_unit_norm_global():
