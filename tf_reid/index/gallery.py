@@ -79,6 +79,7 @@ class GalleryIndex:
       dim: input embedding dimension D.
       pca_dim: dimension after PCA, or None.
       metadata: per-item paths, pids, camids (len = index.ntotal).
+      cache: what a kind's own search derives from the index once (e.g. the bfloat16 copy).
     """
 
     index: faiss.Index
@@ -87,6 +88,7 @@ class GalleryIndex:
     dim: int
     pca_dim: int | None
     metadata: Metadata
+    cache: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return int(self.index.ntotal)
@@ -207,20 +209,42 @@ def search(index: GalleryIndex, queries: np.ndarray, k: int, batch: int = 1024,
     if unknown:
         raise IndexInputError(f"{index.kind} has no query-time parameter {unknown}; it has "
                               f"{sorted(set(SEARCH_PARAMS) & set(index.params)) or 'none'}")
-    apply_search_params(index.index, index.kind, {**index.params, **overrides})
+    params = {**index.params, **overrides}
+    apply_search_params(index.index, index.kind, params)
+    searcher = SEARCHERS.get(index.kind, _faiss_search)
     q = queries.shape[0]
     distances = np.empty((q, k), np.float32)
     indices = np.empty((q, k), np.int64)
     with tqdm(total=q, desc="search", unit="query", disable=None if progress else True,
               leave=False) as bar:
         for start in _chunks(q, batch):
-            d, i = index.index.search(queries[start:start + batch], k)
+            d, i = searcher(index.index, index.cache, queries[start:start + batch], k, params)
             distances[start:start + batch] = np.sqrt(np.maximum(d, 0))
             indices[start:start + batch] = i
             bar.update(len(i))
     # faiss pads missing hits with distance +max float and index -1.
     distances[indices < 0] = np.inf
     return distances, indices
+
+
+def _faiss_search(index: faiss.Index, cache: dict[str, Any], queries: np.ndarray, k: int,
+                  params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """faiss's own search (query-time parameters already set on `index`)."""
+    del cache, params
+    return index.search(queries, k)
+
+
+def _bf16_search(index: faiss.Index, cache: dict[str, Any], queries: np.ndarray, k: int,
+                 params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """`tf_reid.index.bf16.search_index`, imported on first use (it needs TensorFlow)."""
+    from tf_reid.index import bf16
+
+    return bf16.search_index(index, cache, queries, k, params)
+
+
+# Kinds searched by our code instead of faiss's: kind -> searcher(faiss index, cache, [Q, D]
+# queries, k, params) -> ([Q, k] squared distances, [Q, k] indices).
+SEARCHERS = {"exact_bf16": _bf16_search}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -27,8 +27,10 @@ class IndexInputError(ValueError):
     """Bad input to build or query an index (shapes, parameters, files)."""
 
 
-# Query-time parameters: our name -> faiss ParameterSpace name.
-SEARCH_PARAMS = {"ef_search": "efSearch", "nprobe": "nprobe"}
+# Query-time parameters: our name -> faiss ParameterSpace name (None: not faiss's; read by our
+# own search, `tf_reid.index.bf16`).
+SEARCH_PARAMS = {"ef_search": "efSearch", "nprobe": "nprobe", "group": None, "groups": None,
+                 "block": None}
 
 
 def auto_nlist(num_items: int) -> int:
@@ -46,6 +48,23 @@ def _check_nlist(nlist: int, num_items: int) -> int:
 def exact(dim: int, num_items: int) -> faiss.Index:
     """Brute force over every gallery item (faiss IndexFlatL2): exact top-k."""
     del num_items
+    return faiss.IndexFlatL2(dim)
+
+
+def exact_bf16(dim: int, num_items: int, group: int = 40, groups: int = 16,
+               block: int = 125_000) -> faiss.Index:
+    """Every item scored by a bfloat16 GEMM, the best groups re-ranked in float32
+    (`tf_reid.index.bf16`; stored as IndexFlatL2). All its parameters are query-time ones.
+
+    Args:
+      group: consecutive items whose best bfloat16 score stands for them.
+      groups: groups re-ranked per query (max(groups, k); >= k keeps the bfloat16 top-k).
+      block: gallery items per GEMM (memory: batch x block x 2 bytes).
+    """
+    del num_items
+    if min(group, groups, block) < 1:
+        raise IndexInputError(f"exact_bf16 needs positive group, groups and block, got "
+                              f"group={group}, groups={groups}, block={block}")
     return faiss.IndexFlatL2(dim)
 
 
@@ -100,6 +119,7 @@ def ivfpq(dim: int, num_items: int, nlist: int | None = None, nprobe: int = 16,
 
 KINDS: dict[str, Callable[..., faiss.Index]] = {
     "exact": exact,
+    "exact_bf16": exact_bf16,
     "hnsw": hnsw,
     "ivf": ivf,
     "ivfpq": ivfpq,
@@ -156,4 +176,5 @@ def apply_search_params(index: faiss.Index, kind: str, params: dict[str, Any]) -
         if name in SEARCH_PARAMS and name in kind_defaults(kind):
             if int(value) < 1:
                 raise IndexInputError(f"{name} must be positive, got {value}")
-            space.set_index_parameter(index, SEARCH_PARAMS[name], int(value))
+            if SEARCH_PARAMS[name] is not None:
+                space.set_index_parameter(index, SEARCH_PARAMS[name], int(value))

@@ -13,7 +13,7 @@ from tf_reid.index import exact, gallery
 from tf_reid.index.kinds import KINDS, IndexInputError
 
 # Parameters generous enough for near-exact search of a 2,000-item gallery.
-GENEROUS = {"exact": {}, "hnsw": {"m": 16, "ef_construction": 40, "ef_search": 100},
+GENEROUS = {"exact": {}, "exact_bf16": {}, "hnsw": {"m": 16, "ef_construction": 40, "ef_search": 100},
             "ivf": {"nlist": 32, "nprobe": 8}, "ivfpq": {"nlist": 32, "nprobe": 8, "pq_m": 16,
                                                           "pq_bits": 4}}
 
@@ -36,6 +36,40 @@ def test_exact_kind_equals_brute_force():
     want_d, want_i = brute_force(q, g, 10)
     np.testing.assert_array_equal(indices, want_i)
     np.testing.assert_allclose(distances, want_d, atol=1e-5)
+
+
+@pytest.mark.parametrize("scale, params", [
+    (False, {}),                                    # 3,001 = 75 groups of 40 + 1 item
+    (True, {"group": 7, "groups": 40, "block": 100}),  # 31 GEMM blocks, the last one partial
+])
+def test_exact_bf16_equals_brute_force(scale, params):
+    # Random 32-d vectors: the 10 nearest are far enough apart for bfloat16 scores to keep them
+    # in the re-ranked groups. Scaled items score up to ~2, where bfloat16 steps are 2^-7: the
+    # margin (40 groups for k = 10) covers that.
+    g, q = random_unit(3001, 32, seed=0), random_unit(40, 32, seed=1)
+    if scale:  # norms 0.5-2: the ||g||^2 bias decides the ranking too
+        g = g * np.random.default_rng(2).uniform(0.5, 2, (len(g), 1)).astype(np.float32)
+    index = gallery.build(g, kind="exact_bf16", params=params, progress=False)
+    distances, indices = gallery.search(index, q, 10, batch=16)
+    want_d, want_i = brute_force(q, g, 10)
+    np.testing.assert_array_equal(indices, want_i)
+    np.testing.assert_allclose(distances, want_d, atol=1e-5)
+
+
+def test_exact_bf16_k_above_groups_and_pca():
+    # k = every item: more than `groups` groups are re-ranked, the padding never comes back.
+    g, q = random_unit(50, 16, seed=0), random_unit(3, 16, seed=1)
+    index = gallery.build(g, kind="exact_bf16", params={"group": 8, "groups": 2}, progress=False)
+    distances, indices = gallery.search(index, q, 50)
+    want_d, want_i = brute_force(q, g, 50)
+    np.testing.assert_array_equal(indices, want_i)
+    np.testing.assert_allclose(distances, want_d, atol=1e-5)
+    # With a PCA the queries go through it as the exact kind's do.
+    rng = np.random.default_rng(0)
+    basis = np.linalg.qr(rng.standard_normal((64, 8)))[0].T
+    g, q = unit(rng.standard_normal((400, 8)) @ basis), unit(rng.standard_normal((30, 8)) @ basis)
+    index = gallery.build(g, kind="exact_bf16", pca_dim=8, progress=False)
+    np.testing.assert_array_equal(gallery.search(index, q, 5)[1], brute_force(q, g, 5)[1])
 
 
 def test_registry_is_covered():
@@ -147,6 +181,8 @@ def test_failed_build_leaves_no_folder(tmp_path):
     (lambda i, q: gallery.build(q, kind="ivf", params={"nlist": 4}, train_size=3),
      "nlist=4 needs at least as many training items, got train_size 3"),
     (lambda i, q: gallery.build(q, pca_dim=9), "pca_dim must be in 1..8"),
+    (lambda i, q: gallery.build(q, kind="exact_bf16", params={"group": 0}),
+     "exact_bf16 needs positive group"),
 ])
 def test_bad_input_is_an_index_input_error(call, message):
     index = gallery.build(random_unit(20, 8, seed=0), progress=False)
