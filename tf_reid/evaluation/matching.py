@@ -153,8 +153,7 @@ def local_distances(
     # Calls overlap in time: one call's DP fusions run on the thread that launched it, so
     # a second call keeps the other core busy (the overlapping last call rewrites equal values).
     with concurrent.futures.ThreadPoolExecutor(max(1, min(concurrency, calls))) as pool:
-        for done in pool.map(run, range(calls)):
-            del done
+        list(pool.map(run, range(calls)))  # list(): re-raises a call's exception here
     return out
 
 
