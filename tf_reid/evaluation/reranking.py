@@ -26,13 +26,15 @@ over the normalised distances row by row, so it is the only [Q, G] matrix. Time:
 pass produces every distance row once and keeps its k1 + 1 nearest neighbours by a partial
 sort (argpartition, then a sort of those few); a row with tied values among them is sorted in
 full, so neighbour lists, ties included, are exactly the dense reference's full argsort. The
-second pass (encodings) reads each probe's needed distances again: `re_ranking` re-reads its
-rows, `re_ranking_features` computes only the few (< 1 + k1 + k1 * (k1/2 + 1)) distances
-per probe instead of a second full N x N product.
+first pass runs on a few threads (NumPy's partial sorts and ufuncs release the GIL). The
+second pass (encodings) reads only the few (< 1 + k1 + k1 * (k1/2 + 1)) distances each probe
+needs: `re_ranking` picks them out of its input matrices, `re_ranking_features` computes them,
+instead of a second full N x N pass.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 from typing import Callable
 
 import numpy as np
@@ -41,13 +43,16 @@ import scipy.sparse as sp
 __all__ = ["re_ranking_dense", "re_ranking", "re_ranking_features"]
 
 
-def _check(k1: int, k2: int, lambda_value: float, block: int | None = None) -> None:
+def _check(k1: int, k2: int, lambda_value: float, block: int | None = None,
+           workers: int = 1) -> None:
     if k1 < 1 or k2 < 1:
         raise ValueError(f"k1 and k2 must be >= 1, got k1={k1}, k2={k2}")
     if not 0.0 <= lambda_value <= 1.0:
         raise ValueError(f"lambda_value must be in [0, 1], got {lambda_value}")
     if block is not None and block < 1:
         raise ValueError(f"block must be >= 1, got {block}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
 
 
 def _check_blocks(q_g_dist, q_q_dist, g_g_dist) -> tuple[int, int]:
@@ -144,8 +149,15 @@ RowFn = Callable[[int, int], np.ndarray]
 
 
 def _squared_rows(rows: RowFn, start: int, stop: int) -> np.ndarray:
-    """Rows [start, stop) of the release's squared distance matrix, as float32."""
-    return np.power(np.asarray(rows(start, stop)), 2).astype(np.float32)
+    """Rows [start, stop) of the release's squared distance matrix, as float32.
+
+    np.square in the rows' dtype, then float32, as the release's np.power(dist, 2).astype:
+    one new array (none more when the rows already are float32).
+    """
+    return np.square(np.asarray(rows(start, stop))).astype(np.float32, copy=False)
+
+
+_TOP_ROWS = 256  # rows per argpartition call: 20 MB of int64 indices at Market-1501 width
 
 
 def _top_neighbours(dist: np.ndarray, num_keep: int) -> np.ndarray:
@@ -165,6 +177,9 @@ def _top_neighbours(dist: np.ndarray, num_keep: int) -> np.ndarray:
     """
     if num_keep >= dist.shape[1]:
         return np.argsort(dist, axis=1)[:, :num_keep].astype(np.int32)
+    if len(dist) > _TOP_ROWS:  # argpartition's int64 [rows, n] indices: a few rows at a time
+        return np.concatenate([_top_neighbours(dist[start : start + _TOP_ROWS], num_keep)
+                               for start in range(0, len(dist), _TOP_ROWS)])
     part = np.argpartition(dist, num_keep, axis=1)[:, : num_keep + 1]
     values = np.take_along_axis(dist, part, axis=1)
     order = np.argsort(values, axis=1)
@@ -192,12 +207,14 @@ def _rerank_rows(
     k2: int,
     lambda_value: float,
     block: int,
-    pairs: PairFn | None = None,
+    pairs: PairFn,
+    workers: int = 2,
 ) -> np.ndarray:
-    """Re-ranking from a function giving raw distance rows [stop - start, N] of the full matrix.
+    """Re-ranking from functions giving raw distances of the full (N x N) matrix.
 
-    With `pairs` (raw distances from probe i to the given columns), the encodings' pass reads
-    only the distances it needs instead of producing every row a second time.
+    `rows(start, stop)` gives rows [stop - start, N], each produced once (pass 1, the neighbour
+    lists); `pairs(i, cols)` the distances from probe i to the sorted columns `cols`, the few
+    that its encoding needs (pass 2).
     """
     num_keep = min(max(k1 + 1, k2), num_all)
     ranks = np.empty((num_all, num_keep), dtype=np.int32)
@@ -205,17 +222,22 @@ def _rerank_rows(
     original_qg = np.empty((num_q, num_all - num_q), dtype=np.float32)
 
     # Pass 1: neighbour lists, row maxima (the release's column maxima, by symmetry) and the
-    # query-gallery part of the normalised distance.
-    for start in range(0, num_all, block):
-        stop = min(start + block, num_all)
-        squared = _squared_rows(rows, start, stop)
-        row_max[start:stop] = np.max(squared, axis=1)
-        dist = 1.0 * squared / row_max[start:stop, None]
-        del squared
+    # query-gallery part of the normalised distance, for blocks of rows on `workers` threads
+    # (NumPy's sorts and ufuncs release the GIL), `block` rows in all at once.
+    def first_pass(start: int) -> None:
+        stop = min(start + step, num_all)
+        dist = _squared_rows(rows, start, stop)
+        row_max[start:stop] = np.max(dist, axis=1)
+        # In place, the release's 1. * squared / max: the same float32 division.
+        np.divide(dist, row_max[start:stop, None], out=dist)
         ranks[start:stop] = _top_neighbours(dist, num_keep)
         if start < num_q:
             q_stop = min(stop, num_q)
             original_qg[start:q_stop] = dist[: q_stop - start, num_q:]
+
+    step = max(1, -(-block // workers))
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        list(pool.map(first_pass, range(0, num_all, step)))  # list(): re-raises here
 
     # Pass 2: k-reciprocal encodings V, one CSR row per probe. Each probe's k1/2-reciprocal set
     # is needed by every probe that has it as a candidate, so all are computed once up front.
@@ -225,30 +247,23 @@ def _rerank_rows(
     indptr = [0]
     indices: list[np.ndarray] = []
     data: list[np.ndarray] = []
-    for start in range(0, num_all, block):
-        stop = min(start + block, num_all)
-        dist = None
-        if pairs is None:
-            dist = 1.0 * _squared_rows(rows, start, stop) / row_max[start:stop, None]
-        for i in range(start, stop):
-            k_reciprocal = _reciprocal(ranks, i, k1)
-            in_set[k_reciprocal] = True
-            parts = [k_reciprocal]
-            for candidate in k_reciprocal:
-                cand = half_sets[candidate]
-                # Both sets hold distinct indices, so this counts their intersection.
-                if np.count_nonzero(in_set[cand]) > 2.0 / 3 * len(cand):
-                    parts.append(cand)
-            in_set[k_reciprocal] = False
-            expansion = np.unique(np.concatenate(parts))
-            if dist is None:
-                squared = np.power(np.asarray(pairs(i, expansion)), 2).astype(np.float32)
-                weight = np.exp(-(1.0 * squared / row_max[i]))
-            else:
-                weight = np.exp(-dist[i - start, expansion])
-            indices.append(expansion)
-            data.append(weight / np.sum(weight))
-            indptr.append(indptr[-1] + len(expansion))
+    for i in range(num_all):
+        k_reciprocal = _reciprocal(ranks, i, k1)
+        in_set[k_reciprocal] = True
+        parts = [k_reciprocal]
+        for candidate in k_reciprocal:
+            cand = half_sets[candidate]
+            # Both sets hold distinct indices, so this counts their intersection.
+            if np.count_nonzero(in_set[cand]) > 2.0 / 3 * len(cand):
+                parts.append(cand)
+        in_set[k_reciprocal] = False
+        expansion = np.unique(np.concatenate(parts))
+        # The same float32 steps as pass 1 (square, cast, divide by the row maximum).
+        squared = np.square(np.asarray(pairs(i, expansion))).astype(np.float32, copy=False)
+        weight = np.exp(-(squared / row_max[i]))
+        indices.append(expansion)
+        data.append(weight / np.sum(weight))
+        indptr.append(indptr[-1] + len(expansion))
     v = sp.csr_matrix(
         (np.concatenate(data), np.concatenate(indices), np.asarray(indptr)),
         shape=(num_all, num_all),
@@ -296,22 +311,26 @@ def re_ranking(
     k2: int = 6,
     lambda_value: float = 0.3,
     block: int = 1024,
+    workers: int = 2,
 ) -> np.ndarray:
     """Re-ranked distances [Q, G] (float32), equal to `re_ranking_dense` without N x N memory.
 
     Args:
       q_g_dist: [Q, G] Euclidean query-gallery distances.
       q_q_dist: [Q, Q] Euclidean query-query distances (symmetric).
-      g_g_dist: [G, G] Euclidean gallery-gallery distances (symmetric). Only ever read
-        ``block`` rows at a time (``g_g_dist[start:stop]``), twice in all, so it may be a
-        row-major ``np.memmap`` on disk larger than memory; the caller may pass it as such.
+      g_g_dist: [G, G] Euclidean gallery-gallery distances (symmetric). Read once in blocks
+        of rows (``g_g_dist[start:stop]``, ``block`` rows at a time at most) and then a few
+        entries of one row per gallery probe, so it may be a row-major ``np.memmap`` on disk
+        larger than memory; the caller may pass it as such.
       k1, k2, lambda_value: as in the paper / release.
-      block: rows of the (Q+G)-wide distance matrix materialised at once.
+      block: rows of the (Q+G)-wide distance matrix materialised at once (over all workers).
+      workers: threads of the first pass, each on block / workers rows at a time. The
+        result does not depend on it.
 
     Distance matrices are assumed symmetric (as Euclidean distances are): the release's
     column maxima are then row maxima, which lets each row block be normalised on its own.
     """
-    _check(k1, k2, lambda_value, block)
+    _check(k1, k2, lambda_value, block, workers)
     num_q, num_g = _check_blocks(q_g_dist, q_q_dist, g_g_dist)
 
     def rows(start: int, stop: int) -> np.ndarray:
@@ -328,7 +347,16 @@ def re_ranking(
             )
         return np.concatenate(parts, axis=0)
 
-    return _rerank_rows(rows, num_q, num_q + num_g, k1, k2, lambda_value, block)
+    def pairs(i: int, cols: np.ndarray) -> np.ndarray:
+        split = np.searchsorted(cols, num_q)  # query columns, then gallery columns
+        query_cols, gallery_cols = cols[:split], cols[split:] - num_q
+        if i < num_q:
+            return np.concatenate([q_q_dist[i, query_cols], q_g_dist[i, gallery_cols]])
+        return np.concatenate([q_g_dist[query_cols, i - num_q],
+                               g_g_dist[i - num_q, gallery_cols]])
+
+    return _rerank_rows(rows, num_q, num_q + num_g, k1, k2, lambda_value, block, pairs,
+                        workers)
 
 
 def euclidean_distances(a: np.ndarray, b: np.ndarray, b_sq: np.ndarray | None = None
@@ -350,15 +378,17 @@ def re_ranking_features(
     k2: int = 6,
     lambda_value: float = 0.3,
     block: int = 1024,
+    workers: int = 2,
 ) -> np.ndarray:
     """Re-ranked distances [Q, G] from features [Q, D] and [G, D]; never forms G x G.
 
     Euclidean distances are computed ``block`` rows at a time with `euclidean_distances` for
     the neighbour lists, and per probe for the few distances its encoding needs, so the result
     equals `re_ranking` on distances computed by that function (up to matrix-product rounding,
-    which is not guaranteed bitwise identical across block shapes).
+    which is not guaranteed bitwise identical across block shapes). `block` and `workers` are
+    `re_ranking`'s.
     """
-    _check(k1, k2, lambda_value, block)
+    _check(k1, k2, lambda_value, block, workers)
     if query_features.ndim != 2 or gallery_features.ndim != 2:
         raise ValueError("features must be 2-D [num, dim]")
     if query_features.shape[1] != gallery_features.shape[1]:
@@ -374,4 +404,5 @@ def re_ranking_features(
     def pairs(i: int, cols: np.ndarray) -> np.ndarray:
         return euclidean_distances(features[i : i + 1], features[cols])[0]
 
-    return _rerank_rows(rows, num_q, features.shape[0], k1, k2, lambda_value, block, pairs)
+    return _rerank_rows(rows, num_q, features.shape[0], k1, k2, lambda_value, block, pairs,
+                        workers)

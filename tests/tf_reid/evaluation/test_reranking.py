@@ -129,3 +129,16 @@ def test_many_exact_ties_match_dense(block):
     dense = re_ranking_dense(q_g, q_q, g_g, k1=6, k2=3, lambda_value=0.3)
     low = re_ranking(q_g, q_q, g_g, k1=6, k2=3, lambda_value=0.3, block=block)
     np.testing.assert_allclose(low, dense, rtol=0, atol=1e-5)
+
+
+def test_blocks_wider_than_one_partial_sort_match_dense():
+    """760 rows in blocks of 1024 over 2 workers: each worker's 380 rows go through the partial
+    sort in pieces; the result equals the dense release and does not depend on the workers."""
+    q_g, q_q, g_g = _blocks(*_features(seed=12, num_q=60, num_g=700))
+    dense = re_ranking_dense(q_g, q_q, g_g)
+    two = re_ranking(q_g, q_q, g_g, block=1024, workers=2)
+    np.testing.assert_allclose(two, dense, rtol=0, atol=1e-5)
+    assert np.array_equal(two, re_ranking(q_g, q_q, g_g, block=1024, workers=1))
+    assert np.array_equal(two, re_ranking(q_g, q_q, g_g, block=100, workers=3))
+    with pytest.raises(ValueError, match="workers"):
+        re_ranking(q_g, q_q, g_g, workers=0)
