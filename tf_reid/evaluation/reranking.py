@@ -148,13 +148,10 @@ def re_ranking_dense(
 RowFn = Callable[[int, int], np.ndarray]
 
 
-def _squared_rows(rows: RowFn, start: int, stop: int) -> np.ndarray:
-    """Rows [start, stop) of the release's squared distance matrix, as float32.
-
-    np.square in the rows' dtype, then float32, as the release's np.power(dist, 2).astype:
-    one new array (none more when the rows already are float32).
-    """
-    return np.square(np.asarray(rows(start, stop))).astype(np.float32, copy=False)
+def _squared(dist: np.ndarray) -> np.ndarray:
+    """The release's squared distances: np.square in dist's dtype, then float32, as its
+    np.power(dist, 2).astype(np.float32); one new array (none more when dist is float32)."""
+    return np.square(np.asarray(dist)).astype(np.float32, copy=False)
 
 
 _TOP_ROWS = 256  # rows per argpartition call: 20 MB of int64 indices at Market-1501 width
@@ -226,7 +223,7 @@ def _rerank_rows(
     # (NumPy's sorts and ufuncs release the GIL), `block` rows in all at once.
     def first_pass(start: int) -> None:
         stop = min(start + step, num_all)
-        dist = _squared_rows(rows, start, stop)
+        dist = _squared(rows(start, stop))  # rows [start, stop), squared
         row_max[start:stop] = np.max(dist, axis=1)
         # In place, the release's 1. * squared / max: the same float32 division.
         np.divide(dist, row_max[start:stop, None], out=dist)
@@ -259,8 +256,7 @@ def _rerank_rows(
         in_set[k_reciprocal] = False
         expansion = np.unique(np.concatenate(parts))
         # The same float32 steps as pass 1 (square, cast, divide by the row maximum).
-        squared = np.square(np.asarray(pairs(i, expansion))).astype(np.float32, copy=False)
-        weight = np.exp(-(squared / row_max[i]))
+        weight = np.exp(-(_squared(pairs(i, expansion)) / row_max[i]))
         indices.append(expansion)
         data.append(weight / np.sum(weight))
         indptr.append(indptr[-1] + len(expansion))
