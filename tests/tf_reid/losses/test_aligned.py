@@ -12,8 +12,7 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import REPO
-from tf_reid.losses.aligned import (aligned_distance, aligned_distance_matrix,
-                                    aligned_distance_matrix_forward,
+from tf_reid.losses.aligned import (aligned_distance, aligned_distance_matrix_forward,
                                     element_distances, shortest_path, unit_tanh_half_sqrt)
 
 
@@ -389,218 +388,6 @@ def test_same_values_and_gradients_inside_tf_function():
         np.testing.assert_allclose(traced.numpy(), eager, atol=1e-7)
 
 
-# --- all pairs ----------------------------------------------------------------------------------
-
-def pairwise_loop(query: np.ndarray, gallery: np.ndarray) -> np.ndarray:
-    return np.array([[aligned_distance(query[i:i + 1], gallery[j:j + 1]).numpy()[0]
-                      for j in range(len(gallery))] for i in range(len(query))])
-
-
-@pytest.mark.parametrize("block", [1, 6, 8, 4096])
-def test_matrix_matches_pairwise_loop(block):
-    # 5 x 7 = 35 pairs: one piece at 4096; tiles of 2 x 3, 2 x 4 (edge tiles padded) or 1 x 1.
-    query, gallery = stripes(15, 5, 4, 3), stripes(16, 7, 4, 3)
-    np.testing.assert_allclose(aligned_distance_matrix(query, gallery, block=block).numpy(),
-                               pairwise_loop(query, gallery), atol=1e-6)
-
-
-@pytest.mark.parametrize("block", [1, 6, 4096])
-def test_non_square_matrix_matches_pairwise_loop(block):
-    query, gallery = stripes(31, 5, 3, 4), stripes(32, 7, 6, 4)
-    np.testing.assert_allclose(aligned_distance_matrix(query, gallery, block=block).numpy(),
-                               pairwise_loop(query, gallery), atol=1e-6)
-    np.testing.assert_allclose(aligned_distance_matrix(gallery, query, block=block).numpy(),
-                               pairwise_loop(query, gallery).T, atol=1e-6)
-
-
-def test_matrix_for_a_single_query_and_a_long_gallery():
-    # Distances near 9 in float32 (ulp 1e-6): the two GEMMs' rounding may differ by an ulp or two.
-    query, gallery = stripes(17, 1, 6, 5), stripes(18, 50, 6, 5)
-    np.testing.assert_allclose(aligned_distance_matrix(query, gallery, block=16).numpy(),
-                               pairwise_loop(query, gallery), rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(aligned_distance_matrix(gallery, query, block=16).numpy(),
-                               pairwise_loop(gallery, query), rtol=1e-6, atol=1e-6)
-
-
-def test_matrix_with_unknown_sizes_inside_tf_function():
-    query, gallery = stripes(19, 6, 4, 3), stripes(20, 3, 4, 3)
-    spec = tf.TensorSpec([None, 4, 3])
-    traced = tf.function(lambda q, g: aligned_distance_matrix(q, g, block=4),
-                         input_signature=[spec, spec])
-    np.testing.assert_allclose(traced(query, gallery).numpy(), pairwise_loop(query, gallery),
-                               atol=1e-6)
-    assert traced(query[:0], gallery).shape == (0, 3)
-    assert traced(query, gallery[:0]).shape == (6, 0)
-
-
-def test_matrix_gradient_is_the_same_tiled_or_in_one_piece():
-    query, gallery = tf.constant(stripes(21, 5, 4, 3)), tf.constant(stripes(22, 7, 4, 3))
-    weights = tf.constant(np.random.default_rng(23).normal(size=(5, 7)), tf.float32)
-    grads = []
-    for block in (4, 4096):
-        with tf.GradientTape() as tape:
-            tape.watch([query, gallery])
-            total = tf.reduce_sum(weights * aligned_distance_matrix(query, gallery, block=block))
-        grads.append([g.numpy() for g in tape.gradient(total, [query, gallery])])
-    expected_q, expected_g = np.zeros((5, 4, 3)), np.zeros((7, 4, 3))
-    for i in range(5):
-        for j in range(7):
-            gq, gg = reference_gradients(query.numpy()[i:i + 1], gallery.numpy()[j:j + 1])
-            expected_q[i] += weights.numpy()[i, j] * gq[0]
-            expected_g[j] += weights.numpy()[i, j] * gg[0]
-    for grad_q, grad_g in grads:
-        np.testing.assert_allclose(grad_q, expected_q, atol=1e-5)
-        np.testing.assert_allclose(grad_g, expected_g, atol=1e-5)
-
-
-def explicit_pairs(x, y):
-    """([P*Q, M, C], [P*Q, L, C]): pair p*Q + q is (x[p], y[q]); differentiable in x and y."""
-    return tf.repeat(x, tf.shape(y)[0], axis=0), tf.tile(y, [tf.shape(x)[0], 1, 1])
-
-
-def weighted_matrix_gradients(x, y, weights, block):
-    """(matrix, d sum(weights * matrix) / d x, / d y) of aligned_distance_matrix(x, y)."""
-    x, y = tf.constant(x), tf.constant(y)
-    with tf.GradientTape() as tape:
-        tape.watch([x, y])
-        matrix = aligned_distance_matrix(x, y, block=block)
-        total = tf.reduce_sum(weights * matrix)
-    return matrix.numpy(), *[g.numpy() for g in tape.gradient(total, [x, y])]
-
-
-def weighted_pair_gradients(x, y, weights):
-    """The same through `aligned_distance` on the explicit P*Q pairs (the tape sums them back)."""
-    x, y = tf.constant(x), tf.constant(y)
-    with tf.GradientTape() as tape:
-        tape.watch([x, y])
-        dist = aligned_distance(*explicit_pairs(x, y))
-        total = tf.reduce_sum(weights.reshape(-1) * dist)
-    return (dist.numpy().reshape(weights.shape),
-            *[g.numpy() for g in tape.gradient(total, [x, y])])
-
-
-def reference_matrix_gradients(x, y, weights):
-    """Nested-loop DP and chain rule (`reference_gradients`) per pair, weighted and summed."""
-    grad_x, grad_y = np.zeros(x.shape), np.zeros(y.shape)
-    for p in range(len(x)):
-        for q in range(len(y)):
-            gx, gy = reference_gradients(x[p:p + 1], y[q:q + 1])
-            grad_x[p] += weights[p, q] * gx[0]
-            grad_y[q] += weights[p, q] * gy[0]
-    return grad_x, grad_y
-
-
-def matrix_finite_difference(x, y, weights, eps=1e-6):
-    """Central differences of sum(weights * aligned_distance_matrix(x, y)) w.r.t. x [P, M, C].
-
-    Row p of the matrix depends on x[p] only, so all P*M*C perturbed copies of x go in as
-    queries of one matrix each way.
-    """
-    p, h, c = x.shape
-    basis = np.eye(h * c).reshape(1, h * c, h, c) * eps
-    plus = (x[:, None] + basis).reshape(p * h * c, h, c)
-    minus = (x[:, None] - basis).reshape(p * h * c, h, c)
-    diff = (aligned_distance_matrix(plus, y).numpy()
-            - aligned_distance_matrix(minus, y).numpy()).reshape(p, h * c, -1)
-    return (diff * weights[:, None, :]).sum(axis=2).reshape(p, h, c) / (2 * eps)
-
-
-# Shapes shared by the tests below (4 x 5 pairs, 4 channels) so XLA compiles fewer programs.
-# block=6: tiles of 2 x 3 pairs with padded edges; 4096: one piece.
-@pytest.mark.parametrize("rows, cols, block", [(4, 4, 4096), (3, 5, 6), (6, 1, 4096)])
-def test_matrix_is_the_pair_form_on_explicit_pairs_and_the_nested_loop_dp(rows, cols, block):
-    x, y = stripes(40, 4, rows, 4), stripes(41, 5, cols, 4)
-    matrix = aligned_distance_matrix(x, y, block=block).numpy()
-    pairs = aligned_distance(*explicit_pairs(tf.constant(x), tf.constant(y))).numpy()
-    np.testing.assert_allclose(matrix, pairs.reshape(4, 5), rtol=1e-6, atol=1e-6)
-    stack_x, stack_y = np.repeat(x, 5, axis=0), np.tile(y, (4, 1, 1))
-    expected = [reference_path(m)[0]
-                for m in reference_element_distances(stack_x, stack_y)]
-    np.testing.assert_allclose(matrix, np.reshape(expected, (4, 5)), rtol=1e-5)
-
-
-@pytest.mark.parametrize("dtype, atol, rows, cols, block", [
-    (np.float32, 1e-5, 4, 4, 4096), (np.float64, 1e-9, 3, 5, 6)])
-def test_matrix_gradient_is_the_pair_forms_and_the_reference_chain_rule(dtype, atol, rows, cols,
-                                                                         block):
-    x, y = stripes(42, 4, rows, 4, dtype), stripes(43, 5, cols, 4, dtype)
-    weights = np.random.default_rng(44).normal(size=(4, 5)).astype(dtype)
-    matrix, grad_x, grad_y = weighted_matrix_gradients(x, y, weights, block)
-    pairs, pair_x, pair_y = weighted_pair_gradients(x, y, weights)
-    np.testing.assert_allclose(matrix, pairs, rtol=1e-6, atol=atol)
-    np.testing.assert_allclose(grad_x, pair_x, atol=atol)
-    np.testing.assert_allclose(grad_y, pair_y, atol=atol)
-    expected_x, expected_y = reference_matrix_gradients(x, y, weights)
-    np.testing.assert_allclose(grad_x, expected_x, atol=max(atol, 1e-6) * 10)
-    np.testing.assert_allclose(grad_y, expected_y, atol=max(atol, 1e-6) * 10)
-
-
-def test_matrix_gradient_matches_finite_differences():
-    # Non-square, in one piece; tiles are checked against the pair form above.
-    x, y = stripes(45, 3, 2, 3, np.float64), stripes(46, 4, 4, 3, np.float64)
-    weights = np.random.default_rng(47).normal(size=(3, 4))
-    _, grad_x, grad_y = weighted_matrix_gradients(x, y, weights, 4096)
-    np.testing.assert_allclose(grad_x, matrix_finite_difference(x, y, weights), atol=1e-7)
-    # matrix(x, y)^T = matrix(y, x): y's differences are x's with the roles swapped.
-    np.testing.assert_allclose(grad_y, matrix_finite_difference(y, x, weights.T), atol=1e-7)
-
-
-@pytest.mark.parametrize("block", [4096, 6])
-def test_batch_against_itself_sums_both_gradients(block):
-    # The same tensor as x and y takes the one-GEMM backward (W + W^T) when in one piece.
-    # float64: in float32 an image against itself leaves an expansion residue on the path's
-    # (0, 0) cell whose slope 1 / (2 e) is huge, so the two forms' rounding would differ there.
-    batch = tf.constant(stripes(48, 5, 3, 4, np.float64))
-    weights = tf.constant(np.random.default_rng(49).normal(size=(5, 5)))
-    results = []
-    for both in (lambda b: aligned_distance_matrix(b, b, block=block),
-                 lambda b: aligned_distance_matrix(b, tf.identity(b), block=block),
-                 lambda b: tf.reshape(aligned_distance(*explicit_pairs(b, b)), [5, 5])):
-        with tf.GradientTape() as tape:
-            tape.watch(batch)
-            matrix = both(batch)
-            total = tf.reduce_sum(weights * matrix)
-        results.append((matrix.numpy(), tape.gradient(total, batch).numpy()))
-    for matrix, grad in results[1:]:
-        np.testing.assert_allclose(results[0][0], matrix, atol=1e-12)
-        np.testing.assert_allclose(results[0][1], grad, atol=1e-9)
-    np.testing.assert_allclose(results[0][0], results[0][0].T, atol=1e-12)
-
-
-# Static sizes, in one piece; the tiled gradient is a tf.function of its own (block=6 above).
-@pytest.mark.parametrize("jit_compile", [False, True])
-def test_matrix_gradient_inside_tf_function(jit_compile):
-    x, y = stripes(50, 4, 3, 4), stripes(51, 5, 5, 4)
-    weights = np.random.default_rng(52).normal(size=(4, 5)).astype(np.float32)
-
-    @tf.function(jit_compile=jit_compile, input_signature=[
-        tf.TensorSpec([4, 3, 4]), tf.TensorSpec([5, 5, 4])])
-    def graph(x, y):
-        with tf.GradientTape() as tape:
-            tape.watch([x, y])
-            total = tf.reduce_sum(weights * aligned_distance_matrix(x, y, block=64))
-        return total, *tape.gradient(total, [x, y])
-
-    total, grad_x, grad_y = graph(tf.constant(x), tf.constant(y))
-    pairs, pair_x, pair_y = weighted_pair_gradients(x, y, weights)
-    np.testing.assert_allclose(total.numpy(), np.sum(weights * pairs), rtol=1e-5)
-    np.testing.assert_allclose(grad_x.numpy(), pair_x, atol=1e-5)
-    np.testing.assert_allclose(grad_y.numpy(), pair_y, atol=1e-5)
-
-
-def test_empty_matrix_has_zero_gradients_of_the_inputs_shapes():
-    empty = tf.zeros([0, 4, 3])
-    for x, y, block in ((empty, tf.ones([3, 5, 3]), 4096),
-                        (tf.ones([2, 4, 3]), tf.zeros([0, 5, 3]), 2), (empty, empty, 4096)):
-        with tf.GradientTape() as tape:
-            tape.watch([x, y])
-            matrix = aligned_distance_matrix(x, y, block=block)
-        grad_x, grad_y = tape.gradient(matrix, [x, y])
-        assert matrix.shape == (x.shape[0], y.shape[0])
-        np.testing.assert_array_equal(grad_x.numpy(), np.zeros(x.shape))
-        np.testing.assert_array_equal(grad_y.numpy(), np.zeros(y.shape))
-
-
 # --- replicas -----------------------------------------------------------------------------------
 
 MIRRORED_SCRIPT = textwrap.dedent("""
@@ -717,14 +504,14 @@ def test_forward_matrix_matches_nested_loop_dp(rows, cols, tiles, norm):
                                atol=1e-5)
 
 
-def test_forward_matrix_is_the_differentiable_matrix():
+def test_forward_matrix_is_the_training_pair_distance():
     # Unit stripes, as in retrieval, 8 x 128 as the benchmark's; a gallery longer than a tile.
-    query = stripes(62, 9, 8, 128)
-    gallery = stripes(63, 300, 8, 128)
-    query /= np.linalg.norm(query, axis=-1, keepdims=True)
-    gallery /= np.linalg.norm(gallery, axis=-1, keepdims=True)
+    # Pair (p, q) of the matrix is aligned_distance on the stacked pair p*300 + q.
+    query = scaled_to_norm(stripes(62, 9, 8, 128), 1.0)
+    gallery = scaled_to_norm(stripes(63, 300, 8, 128), 1.0)
+    pairs = aligned_distance(np.repeat(query, 300, axis=0), np.tile(gallery, (9, 1, 1)))
     np.testing.assert_allclose(aligned_distance_matrix_forward(query, gallery, 4, 64).numpy(),
-                               aligned_distance_matrix(query, gallery).numpy(), atol=2e-6)
+                               pairs.numpy().reshape(9, 300), atol=2e-6)
 
 
 @pytest.mark.parametrize("norm", [1.0038, 1.0041, 1.5])
