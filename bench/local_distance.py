@@ -2,8 +2,9 @@
 
 Speed of AlignedReID's aligned local distance (the shortest right/down path through the H x H
 stripe distance matrix) for N pairs (by default as many as a 128-image batch has): the XLA
-anti-diagonal wavefront of `tf_reid.losses.aligned` against, in the same run, (a) the nested-loop
-NumPy DP on a subsample, extrapolated per pair, and (b) the same wavefront vectorised in NumPy.
+anti-diagonal wavefront of `tf_reid.losses.wavefront` against, in the same run, (a) the tests'
+nested-loop NumPy DP (`tests.tf_reid.losses.references.reference_path`, which also traces the
+path back) on a subsample, extrapolated per pair, and (b) the same wavefront vectorised in NumPy.
 All three are checked to agree first. Then forward + backward (a tape inside a tf.function, as in
 a train step) of the DP alone and of the whole distance `aligned_distance` from [N, H, C]
 stripes (element distances included).
@@ -33,7 +34,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from tf_reid.losses.aligned import aligned_distance, shortest_path  # noqa: E402
+from tests.tf_reid.losses.references import reference_path, shortest_path  # noqa: E402
+from tf_reid.losses.aligned import aligned_distance  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("pairs", 128 * 128, "Pairs N per call (all pairs of a 128-image batch).")
@@ -43,27 +45,6 @@ flags.DEFINE_integer("reference_pairs", 512, "Pairs the nested-loop NumPy DP is 
 flags.DEFINE_integer("repeats", 20, "Timed calls per implementation; the best is kept.")
 flags.DEFINE_list("target_stripes", ["8", "16"], "H values of the forward + backward target.")
 flags.DEFINE_integer("target_repeats", 5, "Timed calls per implementation in the target table.")
-
-
-def nested_loop_dp(d: np.ndarray) -> np.ndarray:
-    """[N] shortest path lengths of [N, H, H], one cell at a time as the paper writes it."""
-    n, h, _ = d.shape
-    out = np.empty(n, d.dtype)
-    for p in range(n):
-        s = [[0.0] * h for _ in range(h)]
-        m = d[p].tolist()
-        for i in range(h):
-            for j in range(h):
-                if i == 0 and j == 0:
-                    s[i][j] = m[i][j]
-                elif i == 0:
-                    s[i][j] = m[i][j] + s[i][j - 1]
-                elif j == 0:
-                    s[i][j] = m[i][j] + s[i - 1][j]
-                else:
-                    s[i][j] = m[i][j] + min(s[i - 1][j], s[i][j - 1])
-        out[p] = s[h - 1][h - 1]
-    return out
 
 
 def numpy_wavefront(d: np.ndarray) -> np.ndarray:
@@ -172,7 +153,11 @@ def main(argv: list[str]) -> None:
 
     xla = shortest_path(d_tf).numpy()
     np.testing.assert_allclose(numpy_wavefront(d), xla, rtol=1e-6)
-    np.testing.assert_allclose(nested_loop_dp(sub), xla[:len(sub)], rtol=1e-6)
+
+    def nested_loops(d):
+        return np.array([reference_path(m)[0] for m in d])
+
+    np.testing.assert_allclose(nested_loops(sub), xla[:len(sub)], rtol=1e-6)
 
     def run(fn):
         return lambda: tf.nest.map_structure(lambda t: t.numpy(), fn())
@@ -182,7 +167,7 @@ def main(argv: list[str]) -> None:
         ("DP: XLA wavefront (tf)", n, best_seconds(run(lambda: shortest_path(d_tf)), repeats)),
         ("DP: NumPy wavefront, vectorised", n, best_seconds(lambda: numpy_wavefront(d), repeats)),
         (f"DP: NumPy nested loops ({len(sub)} pairs, extrapolated)", n,
-         best_seconds(lambda: nested_loop_dp(sub), 1) / len(sub) * n),
+         best_seconds(lambda: nested_loops(sub), 1) / len(sub) * n),
         ("DP forward + backward (tf.function)", n,
          best_seconds(run(lambda: dp_forward_backward(d_tf)), repeats)),
         (f"distance from [N,{h},{c}] forward", n,

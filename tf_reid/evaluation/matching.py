@@ -100,9 +100,9 @@ def local_distances(
 ) -> np.ndarray:
     """AlignedReID aligned local distances between every query and every gallery image.
 
-    `tf_reid.losses.aligned.aligned_distance_matrix_forward` (forward only: per tile one GEMM,
-    tanh(||f_i - g_j|| / 2) and the shortest path through the H x L stripe distances, in one
-    XLA program), called on `block` queries at a time.
+    `tf_reid.losses.aligned_matrix.aligned_distance_matrix_forward` (forward only: per tile
+    one GEMM, tanh(||f_i - g_j|| / 2) and the shortest path through the H x L stripe
+    distances, in one XLA program), called on `block` queries at a time.
 
     Args:
         q_local: [Q, H, C] query stripes.
@@ -134,7 +134,7 @@ def local_distances(
     # TensorFlow is needed only here; importing it lazily keeps the global path NumPy-only.
     import tensorflow as tf
 
-    from tf_reid.losses.aligned import aligned_distance_matrix_forward
+    from tf_reid.losses.aligned_matrix import aligned_distance_matrix_forward
 
     if normalize:
         q_local, g_local = l2_normalize(q_local), l2_normalize(g_local)

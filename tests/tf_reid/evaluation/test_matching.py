@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.tf_reid.losses.references import reference_distance_matrix
 from tf_reid.evaluation.matching import (
     DISTANCES,
     combined_distances,
@@ -27,34 +28,12 @@ def loop_global(query: np.ndarray, gallery: np.ndarray) -> np.ndarray:
     return out
 
 
-def loop_aligned(x: np.ndarray, y: np.ndarray) -> float:
-    """The paper's aligned distance of one pair [H, C] x [L, C], cell by cell, in float64."""
-    h, w = len(x), len(y)
-    d = [[0.0] * w for _ in range(h)]
-    for i in range(h):
-        for j in range(w):
-            dist = np.sqrt(np.sum((x[i].astype(np.float64) - y[j]) ** 2))
-            d[i][j] = (np.exp(dist) - 1) / (np.exp(dist) + 1)
-    s = [[0.0] * w for _ in range(h)]
-    for i in range(h):
-        for j in range(w):
-            if i == 0 and j == 0:
-                s[i][j] = d[i][j]
-            elif i == 0:
-                s[i][j] = d[i][j] + s[i][j - 1]
-            elif j == 0:
-                s[i][j] = d[i][j] + s[i - 1][j]
-            else:
-                s[i][j] = d[i][j] + min(s[i - 1][j], s[i][j - 1])
-    return s[h - 1][w - 1]
-
-
 def loop_local(query: np.ndarray, gallery: np.ndarray, normalize: bool) -> np.ndarray:
     """[Q, G] aligned distances, one pair at a time; stripes divided by their norms if asked."""
     if normalize:
         query = query / np.linalg.norm(query, axis=-1, keepdims=True)
         gallery = gallery / np.linalg.norm(gallery, axis=-1, keepdims=True)
-    return np.array([[loop_aligned(q, g) for g in gallery] for q in query])
+    return reference_distance_matrix(query, gallery)
 
 
 # --- global ---------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Aligned local distance: hand-worked paths, a nested-loop DP twin, gradients, replicas."""
+"""Aligned local distance: hand-worked values, the paper's loops, the unfused twin, replicas."""
 
 from __future__ import annotations
 
@@ -12,80 +12,9 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import REPO
-from tf_reid.losses.aligned import (aligned_distance, aligned_distance_matrix_forward,
-                                    element_distances, shortest_path, unit_tanh_half_sqrt)
-
-
-def reference_path(d: np.ndarray) -> tuple[float, np.ndarray]:
-    """The slow obvious DP on one [M, L] matrix: (S(M-1, L-1), 0/1 cells of the path).
-
-    Arithmetic stays in d's dtype, cell by cell as the paper writes it; ties come from above.
-    """
-    h, w = d.shape
-    inf = d.dtype.type(np.inf)
-    s = np.zeros_like(d)
-    from_above = np.zeros((h, w), bool)
-    for i in range(h):
-        for j in range(w):
-            if i == 0 and j == 0:
-                s[i][j] = d[i][j]
-                continue
-            above = s[i - 1][j] if i > 0 else inf
-            left = s[i][j - 1] if j > 0 else inf
-            from_above[i][j] = above <= left
-            s[i][j] = d[i][j] + min(above, left)
-    cells = np.zeros_like(d)
-    i, j = h - 1, w - 1
-    cells[i][j] = 1
-    while (i, j) != (0, 0):
-        if from_above[i][j]:
-            i -= 1
-        else:
-            j -= 1
-        cells[i][j] = 1
-    return s[h - 1][w - 1], cells
-
-
-def reference_element_distances(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """[N, M, L] (e^d - 1) / (e^d + 1) of stripe distances, the paper's form, by loops."""
-    n, h, _ = x.shape
-    w = y.shape[1]
-    out = np.zeros((n, h, w))
-    for p in range(n):
-        for i in range(h):
-            for j in range(w):
-                dist = np.sqrt(np.sum((x[p, i].astype(np.float64) - y[p, j]) ** 2))
-                out[p, i, j] = (np.exp(dist) - 1) / (np.exp(dist) + 1)
-    return out
-
-
-def reference_gradients(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """d aligned_distance / d x and / d y: the path indicator chained through tanh(||.|| / 2).
-
-    d tanh(e / 2) / d x_i = (1 - tanh^2(e / 2)) / 2 * (x_i - y_j) / e, and 0 where e = 0.
-    """
-    x, y = x.astype(np.float64), y.astype(np.float64)
-    grad_x, grad_y = np.zeros_like(x), np.zeros_like(y)
-    d = reference_element_distances(x, y)
-    for p in range(x.shape[0]):
-        _, cells = reference_path(d[p])
-        for i, j in zip(*np.nonzero(cells)):
-            diff = x[p, i] - y[p, j]
-            norm = np.linalg.norm(diff)
-            if norm > 0:
-                g = (1 - d[p, i, j] ** 2) / 2 * diff / norm
-                grad_x[p, i] += g
-                grad_y[p, j] -= g
-    return grad_x, grad_y
-
-
-def path_and_cells(d, dtype=tf.float64):
-    """(shortest_path(d), its gradient with respect to d: the path's indicator)."""
-    d = tf.constant(d, dtype)
-    with tf.GradientTape() as tape:
-        tape.watch(d)
-        lengths = shortest_path(d)
-    return lengths.numpy(), tape.gradient(lengths, d).numpy()
+from tests.tf_reid.losses.references import (element_distances, reference_element_distances,
+                                             reference_gradients, reference_path, shortest_path)
+from tf_reid.losses.aligned import aligned_distance
 
 
 def distances_and_gradients(x, y):
@@ -101,114 +30,7 @@ def stripes(seed: int, n: int, h: int, c: int, dtype=np.float32) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(n, h, c)).astype(dtype)
 
 
-# --- the DP -------------------------------------------------------------------------------------
-
-def test_hand_worked_3x3():
-    d = [[0.1, 0.5, 0.1],
-         [0.2, 0.1, 0.9],
-         [0.4, 0.3, 0.2]]
-    # The six right/down paths, each of 5 cells:
-    #   RRDD .1+.5+.1+.9+.2 = 1.8   RDRD .1+.5+.1+.9+.2 = 1.8   RDDR .1+.5+.1+.3+.2 = 1.2
-    #   DRRD .1+.2+.1+.9+.2 = 1.5   DRDR .1+.2+.1+.3+.2 = 0.9   DDRR .1+.2+.4+.3+.2 = 1.2
-    # Shortest: down, right, down, right = 0.9. As the DP table S:
-    #   .1  .6  .7
-    #   .3  .4 1.3
-    #   .7  .7  .9
-    lengths, cells = path_and_cells([d])
-    np.testing.assert_allclose(lengths, [0.9], atol=1e-12)
-    np.testing.assert_array_equal(cells[0], [[1, 0, 0],
-                                             [1, 1, 0],
-                                             [0, 1, 1]])
-
-
-def test_hand_worked_2x2_and_ties_come_from_above():
-    # Right then down: .5 + .2 + .4 = 1.1; down then right: .5 + .1 + .4 = 1.0.
-    lengths, cells = path_and_cells([[[0.5, 0.2], [0.1, 0.4]]])
-    np.testing.assert_allclose(lengths, [1.0], atol=1e-12)
-    np.testing.assert_array_equal(cells[0], [[1, 0], [1, 1]])
-    # Both paths cost 0 + 1 + 0 = 1; (1, 1) takes its predecessor from above, (0, 1).
-    lengths, cells = path_and_cells([[[0.0, 1.0], [1.0, 0.0]]])
-    np.testing.assert_allclose(lengths, [1.0], atol=1e-12)
-    np.testing.assert_array_equal(cells[0], [[1, 1], [0, 1]])
-
-
-def test_one_stripe_is_the_single_cell():
-    lengths, cells = path_and_cells([[[0.3]], [[2.0]]])
-    np.testing.assert_allclose(lengths, [0.3, 2.0], atol=1e-12)
-    np.testing.assert_array_equal(cells, [[[1]], [[1]]])
-
-
-@pytest.mark.parametrize("h", [1, 2, 5, 8, 16])
-@pytest.mark.parametrize("n", [1, 7, 100])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_wavefront_matches_nested_loop_dp(h, n, dtype):
-    d = np.random.default_rng(h * 1000 + n).uniform(size=(n, h, h)).astype(dtype)
-    lengths, cells = path_and_cells(d, tf.as_dtype(dtype))
-    expected = [reference_path(m) for m in d]
-    np.testing.assert_allclose(lengths, [length for length, _ in expected], rtol=1e-5, atol=1e-5)
-    # Same operations in the same dtype and order, so even near-ties resolve identically.
-    np.testing.assert_array_equal(cells, np.stack([c for _, c in expected]))
-
-
-def test_path_has_2h_minus_1_cells_including_both_corners():
-    _, cells = path_and_cells(np.random.default_rng(3).uniform(size=(50, 6, 6)))
-    np.testing.assert_array_equal(cells.sum(axis=(1, 2)), np.full(50, 11))
-    np.testing.assert_array_equal(cells[:, 0, 0], 1)
-    np.testing.assert_array_equal(cells[:, -1, -1], 1)
-
-
-def test_empty_batch():
-    lengths, cells = path_and_cells(np.zeros((0, 4, 4)))
-    assert lengths.shape == (0,) and cells.shape == (0, 4, 4)
-    lengths, cells = path_and_cells(np.zeros((0, 3, 5)))
-    assert lengths.shape == (0,) and cells.shape == (0, 3, 5)
-
-
-def test_hand_worked_2x3():
-    d = [[0.1, 0.9, 0.2],
-         [0.3, 0.1, 0.4]]
-    # The three right/down paths, each of 2 + 3 - 1 = 4 cells:
-    #   RRD .1+.9+.2+.4 = 1.6   RDR .1+.9+.1+.4 = 1.5   DRR .1+.3+.1+.4 = 0.9
-    lengths, cells = path_and_cells([d])
-    np.testing.assert_allclose(lengths, [0.9], atol=1e-12)
-    np.testing.assert_array_equal(cells[0], [[1, 0, 0],
-                                             [1, 1, 1]])
-    # Transposed, the same path runs right then down: lengths do not depend on orientation.
-    lengths, cells = path_and_cells([np.transpose(d)])
-    np.testing.assert_allclose(lengths, [0.9], atol=1e-12)
-    np.testing.assert_array_equal(cells[0], [[1, 1], [0, 1], [0, 1]])
-
-
-def test_single_row_or_column_is_the_sum():
-    d = np.random.default_rng(24).uniform(size=(4, 1, 5))
-    for m in (d, np.transpose(d, [0, 2, 1])):
-        lengths, cells = path_and_cells(m)
-        np.testing.assert_allclose(lengths, m.sum(axis=(1, 2)), atol=1e-12)
-        np.testing.assert_array_equal(cells, 1)
-
-
-@pytest.mark.parametrize("rows, cols", [(1, 5), (5, 1), (3, 7), (7, 3), (8, 6), (2, 16)])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_non_square_wavefront_matches_nested_loop_dp(rows, cols, dtype):
-    rng = np.random.default_rng(rows * 100 + cols)
-    n = int(rng.integers(1, 60))
-    d = rng.uniform(size=(n, rows, cols)).astype(dtype)
-    lengths, cells = path_and_cells(d, tf.as_dtype(dtype))
-    expected = [reference_path(m) for m in d]
-    np.testing.assert_allclose(lengths, [length for length, _ in expected], rtol=1e-5, atol=1e-5)
-    np.testing.assert_array_equal(cells, np.stack([c for _, c in expected]))
-    np.testing.assert_array_equal(cells.sum(axis=(1, 2)), np.full(n, rows + cols - 1))
-
-
-def test_rejects_unknown_or_empty_stripe_counts():
-    with pytest.raises(ValueError, match="static"):
-        tf.function(shortest_path,
-                    input_signature=[tf.TensorSpec([None, 3, None])]).get_concrete_function()
-    with pytest.raises(ValueError, match="at least one"):
-        shortest_path(np.zeros((2, 0, 3), np.float32))
-
-
-# --- element distances ----------------------------------------------------------------------------
+# --- element distances (the unfused twin's, as aligned_distance expands them) ------------------
 
 def test_element_distances_hand_worked():
     # ||(3, 4) - (0, 0)|| = 5, tanh(5 / 2) = (e^5 - 1) / (e^5 + 1) = 147.413 / 149.413 = 0.986614.
@@ -236,8 +58,8 @@ def test_equal_stripes_are_zero_up_to_the_expansions_rounding():
     x = np.random.default_rng(2).integers(-5, 6, size=(3, 4, 8)).astype(np.float32)
     np.testing.assert_array_equal(np.diagonal(element_distances(x, x.copy()).numpy(), axis1=1,
                                               axis2=2), 0)
-    # Random stripes cancel to a residue of about sqrt(machine epsilon) * ||x||: tanh(e / 2) <=
-    # 1e-3 * ||x|| in float32 (measured up to 4e-4), 1e-7 * ||x|| in float64 (measured 2e-8).
+    # Random stripes cancel to a residue of about sqrt(machine epsilon) * ||x|| (3.5e-4 in
+    # float32, 1.5e-8 in float64), so tanh(e / 2) <= 1e-3 * ||x|| and 1e-7 * ||x||.
     for dtype, bound in ((np.float32, 1e-3), (np.float64, 1e-7)):
         x = stripes(2, 50, 8, 128, dtype)
         diagonal = np.diagonal(element_distances(x, x.copy()).numpy(), axis1=1, axis2=2)
@@ -374,6 +196,12 @@ def test_empty_batch_and_unknown_batch_size():
                                np.full(2, 9 * np.tanh(np.sqrt(3) / 2)), rtol=1e-6)
 
 
+def test_rejects_unknown_stripe_counts():
+    with pytest.raises(ValueError, match="static M and L"):
+        tf.function(aligned_distance, input_signature=[
+            tf.TensorSpec([None, None, 3]), tf.TensorSpec([None, 4, 3])]).get_concrete_function()
+
+
 def test_same_values_and_gradients_inside_tf_function():
     x, y = stripes(13, 10, 6, 4), stripes(14, 10, 6, 4)
 
@@ -386,7 +214,6 @@ def test_same_values_and_gradients_inside_tf_function():
 
     for eager, traced in zip(distances_and_gradients(x, y), graph(tf.constant(x), tf.constant(y))):
         np.testing.assert_allclose(traced.numpy(), eager, atol=1e-7)
-
 
 # --- replicas -----------------------------------------------------------------------------------
 
@@ -460,81 +287,3 @@ def test_trains_under_mirrored_strategy_on_two_cpus():
     assert report["moved"] > 1e-3
     # Pairs never straddle the replicas' halves, so two replicas take the single device's steps.
     assert report["vs_single"] < 1e-5
-
-
-# --- forward only (retrieval) ------------------------------------------------------------------
-
-
-def nested_loop_matrix(query: np.ndarray, gallery: np.ndarray) -> np.ndarray:
-    """[P, Q] by the paper's loops: element distances and `reference_path`, pair by pair."""
-    return np.array([[reference_path(reference_element_distances(query[i:i + 1],
-                                                                 gallery[j:j + 1])[0])[0]
-                      for j in range(len(gallery))] for i in range(len(query))])
-
-
-def scaled_to_norm(x: np.ndarray, norm: float) -> np.ndarray:
-    """x with every stripe rescaled to the given L2 norm over its channels."""
-    return x * (norm / np.linalg.norm(x, axis=-1, keepdims=True))
-
-
-def test_unit_tanh_half_sqrt_matches_tanh_on_its_interval():
-    # Unit stripes: squared distances from 0 (equal) to 4 (opposite), plus the headroom.
-    s = np.concatenate([np.linspace(0.0, 4.0625, 100_003), [0.0, 1e-12, 1e-6, 2.0, 4.0]])
-    got = unit_tanh_half_sqrt(tf.constant(s, tf.float32)).numpy().astype(np.float64)
-    s32 = s.astype(np.float32).astype(np.float64)  # the input the function actually sees
-    # float32 tanh values below 0.8 are spaced 6e-8 apart; allow a few such steps.
-    np.testing.assert_allclose(got, np.tanh(np.sqrt(s32) / 2), rtol=0, atol=2.5e-7)
-    assert got[-1] == pytest.approx(np.tanh(1.0), abs=2.5e-7)
-    # Rounding can make an expanded squared distance slightly negative: it counts as 0.
-    assert unit_tanh_half_sqrt(tf.constant([-1e-6, -0.0], tf.float32)).numpy().tolist() == [0, 0]
-
-
-@pytest.mark.parametrize("rows, cols", [(4, 4), (8, 8), (3, 6), (6, 1)])
-@pytest.mark.parametrize("tiles", [(64, 256), (2, 3), (1, 1), (4, 8)])
-@pytest.mark.parametrize("norm", [None, 1.0])
-def test_forward_matrix_matches_nested_loop_dp(rows, cols, tiles, norm):
-    # 7 x 11 images: tiles of 2 x 3 or 4 x 8 leave last tiles that overlap the one before.
-    # norm None: raw normal stripes (tf.tanh); 1.0: unit stripes (the tanh-free path).
-    query, gallery = stripes(60, 7, rows, 5), stripes(61, 11, cols, 5)
-    if norm is not None:
-        query, gallery = scaled_to_norm(query, norm), scaled_to_norm(gallery, norm)
-    dist = aligned_distance_matrix_forward(query, gallery, *tiles)
-    assert dist.shape == (7, 11) and dist.dtype == tf.float32
-    np.testing.assert_allclose(dist.numpy(), nested_loop_matrix(query, gallery), rtol=1e-6,
-                               atol=1e-5)
-
-
-def test_forward_matrix_is_the_training_pair_distance():
-    # Unit stripes, as in retrieval, 8 x 128 as the benchmark's; a gallery longer than a tile.
-    # Pair (p, q) of the matrix is aligned_distance on the stacked pair p*300 + q.
-    query = scaled_to_norm(stripes(62, 9, 8, 128), 1.0)
-    gallery = scaled_to_norm(stripes(63, 300, 8, 128), 1.0)
-    pairs = aligned_distance(np.repeat(query, 300, axis=0), np.tile(gallery, (9, 1, 1)))
-    np.testing.assert_allclose(aligned_distance_matrix_forward(query, gallery, 4, 64).numpy(),
-                               pairs.numpy().reshape(9, 300), atol=2e-6)
-
-
-@pytest.mark.parametrize("norm", [1.0038, 1.0041, 1.5])
-def test_forward_matrix_either_side_of_the_unit_norm_bound(norm):
-    # Squared norms up to 1 + 1/128 (norms up to 1.0038) take the tanh-free path, above it tf.tanh;
-    # both must match the loops. Opposite stripes give the largest squared distance, 4 norm^2.
-    query = scaled_to_norm(stripes(68, 5, 6, 16), norm)
-    gallery = np.concatenate([-query, scaled_to_norm(stripes(69, 9, 6, 16), norm)])
-    np.testing.assert_allclose(aligned_distance_matrix_forward(query, gallery, 2, 4).numpy(),
-                               nested_loop_matrix(query, gallery), rtol=1e-6, atol=1e-5)
-
-
-def test_forward_matrix_of_one_query_and_empty_sides():
-    x, y = stripes(64, 1, 5, 4), stripes(67, 20, 5, 4)
-    np.testing.assert_allclose(aligned_distance_matrix_forward(x, y, 8, 8).numpy(),
-                               nested_loop_matrix(x, y), rtol=1e-6, atol=1e-5)
-    assert aligned_distance_matrix_forward(x[:0], y).shape == (0, 20)
-    assert aligned_distance_matrix_forward(x, y[:0]).shape == (1, 0)
-
-
-def test_forward_matrix_rejects_bad_arguments():
-    x = stripes(65, 2, 3, 4)
-    with pytest.raises(ValueError, match="query_tile"):
-        aligned_distance_matrix_forward(x, x, query_tile=0)
-    with pytest.raises(ValueError, match=r"\[P, M, C\]"):
-        aligned_distance_matrix_forward(x, stripes(66, 2, 3, 5))
