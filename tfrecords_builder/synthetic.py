@@ -15,11 +15,11 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
-import shutil
 
 import numpy as np
 from PIL import Image
 
+from tfrecords_builder import atomic
 from tfrecords_builder.naming import MARKET_FOLDERS, PID_CAM, parse_folders
 from tfrecords_builder.records import DatasetError, Split, find_root
 
@@ -220,7 +220,8 @@ def generate(output_dir: str, num_identities: int = 100, num_cameras: int = 4,
     Identities 1..num_train_identities are training identities, the rest test identities.
 
     Args:
-      output_dir: folder to create; written as `output_dir.partial-<pid>`, then renamed.
+      output_dir: folder to create; written as `output_dir.partial-<pid>`, then renamed
+        (`atomic.folder`).
       num_identities: P, number of identities (train + test).
       num_cameras: cameras, >= 2; every identity appears in every camera.
       images_per_identity_per_camera: K, >= 2 (a test identity gives 1 query, K-1 gallery).
@@ -253,9 +254,7 @@ def generate(output_dir: str, num_identities: int = 100, num_cameras: int = 4,
               "num_train_identities": train_ids, "num_cameras": num_cameras,
               "images_per_identity_per_camera": images_per_identity_per_camera,
               "height": height, "width": width, "image_format": image_format}
-    partial = f"{output_dir}.partial-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
+    with atomic.folder(output_dir) as partial:  # check_output allowed replacing an old one
         for sub in MARKET_FOLDERS.values():
             os.makedirs(os.path.join(partial, sub))
 
@@ -270,13 +269,6 @@ def generate(output_dir: str, num_identities: int = 100, num_cameras: int = 4,
             list(pool.map(write, range(1, num_identities + 1)))
         with open(os.path.join(partial, PARAMS_FILE), "w") as f:
             json.dump(params, f, indent=2, sort_keys=True)
-        old = f"{output_dir}.old-{os.getpid()}"
-        if os.path.lexists(output_dir):  # check_output allowed replacing it
-            os.rename(output_dir, old)
-        os.rename(partial, output_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
     test_ids = num_identities - train_ids
     return {"train": train_ids * num_cameras * k, "query": test_ids * num_cameras,
             "gallery": test_ids * num_cameras * (k - 1), "train_identities": train_ids,

@@ -4,24 +4,23 @@ Output layout (`OUT/`):
   train-00000-of-00004.tfrecord ...   query-*.tfrecord   gallery-*.tfrecord   manifest.json
 
 The run writes into `OUT.partial-<pid>` and renames it to `OUT` only when everything,
-manifest included, is on disk, so an interrupted run leaves nothing that looks complete.
+manifest included, is on disk (`atomic.folder`), so an interrupted run leaves nothing that looks
+complete; the next run deletes what a killed one left.
 """
 
 from __future__ import annotations
 
 import collections
-import glob
 import hashlib
 import json
 import os
-import shutil
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from tfrecords_builder import features, images
+from tfrecords_builder import atomic, features, images
 from tfrecords_builder.records import SPLITS, DatasetError, Record, Split
 
 MANIFEST = "manifest.json"
@@ -150,42 +149,10 @@ def _error_of(split: Split, record: Record) -> tuple[bytes, images.ImageInfo] | 
         return e
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_stale_partials(output_dir: str) -> list[str]:
-    """Deletes `OUT.partial-<pid>` folders left by runs whose process is gone."""
-    removed = []
-    for path in glob.glob(glob.escape(output_dir) + ".partial-*"):
-        suffix = path.rsplit("-", 1)[-1]
-        if suffix.isdigit() and not _pid_alive(int(suffix)):
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
-    return removed
-
-
 def check_output(output_dir: str, overwrite: bool) -> None:
     """Refuses an existing output unless `overwrite`."""
     if os.path.lexists(output_dir) and not overwrite:
         raise DatasetError(f"{output_dir}: output already exists (pass --overwrite to replace it)")
-
-
-def publish(partial: str, output_dir: str) -> None:
-    """Moves the finished `partial` folder to `output_dir`, replacing an old output."""
-    old = None
-    if os.path.lexists(output_dir):
-        old = f"{output_dir}.old-{os.getpid()}"
-        os.rename(output_dir, old)
-    os.rename(partial, output_dir)
-    if old:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _check_splits(split: Split) -> dict[str, tuple[Record, ...]]:
@@ -220,20 +187,14 @@ def build(split: Split, output_dir: str, records_per_shard: int = 1000, overwrit
     check_output(output_dir, overwrite)
     plans = {name: plan_shards(records, records_per_shard)
              for name, records in _check_splits(split).items()}
-    remove_stale_partials(output_dir)
-    partial = f"{output_dir}.partial-{os.getpid()}"
-    os.makedirs(partial)
-    try:
+    atomic.remove_stale(output_dir)
+    with atomic.folder(output_dir) as partial:
         manifest = _write_partial(split, plans, partial, skip_bad_images, num_workers, progress)
         manifest["options"] = {"records_per_shard": records_per_shard,
                                "skip_bad_images": skip_bad_images}
         with open(os.path.join(partial, MANIFEST), "w") as f:
             json.dump(manifest, f, indent=1, sort_keys=True)
             f.write("\n")
-        publish(partial, output_dir)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     return manifest
 
 

@@ -20,6 +20,7 @@ import os  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from tf_reid.models import torch_weights  # noqa: E402
+from tfrecords_builder import atomic  # noqa: E402
 from tfrecords_builder.records import DatasetError  # noqa: E402
 from tools.cli import run_reporting  # noqa: E402
 
@@ -45,13 +46,8 @@ def convert_weights(input_path: str, output_path: str, overwrite: bool) -> list[
     model = torch_weights.mobilenet_v2_symmetric_padding()
     model.set_weights(weights)
     os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
-    partial = f"{output_path[:-len('.weights.h5')]}.partial-{os.getpid()}.weights.h5"
-    try:
+    with atomic.file(output_path, suffix=".weights.h5") as partial:  # Keras checks the suffix
         model.save_weights(partial)
-        os.replace(partial, output_path)
-    finally:
-        if os.path.lexists(partial):
-            os.remove(partial)
     return [f"parameters: {model.count_params():,}", f"wrote {output_path}"]
 
 

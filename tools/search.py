@@ -24,6 +24,7 @@ from absl import app, flags
 
 from tf_reid.index import gallery, inputs
 from tf_reid.index.kinds import IndexInputError, parse_params
+from tfrecords_builder import atomic
 from tools.cli import run_reporting
 
 FLAGS = flags.FLAGS
@@ -81,14 +82,8 @@ def search_index(index_dir: str, queries: str, k: int, batch: int, params: dict[
     document = results_json(index, index_dir, query_meta, distances, indices)
     if output is None:
         return [json.dumps(document, indent=1)]
-    partial = f"{output}.partial-{os.getpid()}"
-    try:
-        with open(partial, "w") as f:
-            json.dump(document, f, indent=1)
-        os.replace(partial, output)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
+    with atomic.file(output) as partial, open(partial, "w") as f:
+        json.dump(document, f, indent=1)
     return [f"wrote {output}: top-{k} of {len(embeddings)} queries in {index_dir} "
             f"({index.kind}, {len(index)} items), {1000 * seconds / len(embeddings):.3f} ms "
             f"per query"]

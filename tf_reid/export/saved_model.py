@@ -19,7 +19,6 @@ batch returns [0, D].
 from __future__ import annotations
 
 import os
-import shutil
 from typing import Any, Sequence
 
 import keras
@@ -27,6 +26,7 @@ import tensorflow as tf
 
 from tf_reid.data import augment
 from tf_reid.models.aligned_reid import AlignedReID
+from tfrecords_builder import atomic
 
 SIGNATURES = ("serving_default", "embed_pixels", "embed_local")
 IMAGES_INPUT = "images"
@@ -144,11 +144,10 @@ def export(model: AlignedReID, export_dir: str, model_name: str, version: int | 
     final = os.path.join(model_dir, str(version))
     if os.path.exists(final):
         raise ExportError(f"{final}: version {version} exists; choose another --version")
-    # TF Serving only loads numeric folders, so the partial one is never served.
-    partial = os.path.join(model_dir, f".{version}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
-    os.makedirs(model_dir, exist_ok=True)
-    try:
+    # TF Serving only loads numeric folders, so the partial one is never served; a version is
+    # never replaced (a server may be serving it).
+    hidden = os.path.join(model_dir, f".{version}.partial-{os.getpid()}")
+    with atomic.folder(final, replace=False, temporary=hidden) as partial:
         module = EmbeddingModule(model)
         tf.saved_model.save(module, partial, signatures=module.signatures())
         extra = os.path.join(partial, "assets.extra")
@@ -168,8 +167,4 @@ def export(model: AlignedReID, export_dir: str, model_name: str, version: int | 
         from tf_reid.training import workdir as workdir_lib
 
         workdir_lib.write_json(os.path.join(extra, MODEL_CARD), card)
-        os.rename(partial, final)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     return final

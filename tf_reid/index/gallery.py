@@ -9,8 +9,9 @@
   index.json     {"format_version", "kind", "dim", "metric": "euclidean", "params",
                   "pca_dim", "count", "faiss_version"}
 
-The folder is written under a temporary name beside it and renamed into place, so a failed
-build or save leaves nothing behind, and an existing folder is only replaced when asked.
+The folder is written under a temporary name beside it and renamed into place
+(`tfrecords_builder.atomic.folder`), so a failed build or save leaves nothing behind, and an
+existing folder is only replaced when asked.
 
 Distances are sqrt of faiss's squared L2. With `pca_dim` they are measured in the reduced space;
 with "ivfpq" they come from the compressed codes, so both only approximate the true distance.
@@ -22,7 +23,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import shutil
 from typing import Any, Iterator
 
 import faiss
@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from tf_reid.index.kinds import (KINDS, SEARCH_PARAMS, IndexInputError, apply_search_params,
                                  resolve_params)
+from tfrecords_builder import atomic
 
 FORMAT_VERSION = 1
 METRIC = "euclidean"
@@ -267,9 +268,7 @@ def hits(index: GalleryIndex, indices: np.ndarray) -> Hits:
 
 @contextlib.contextmanager
 def atomic_folder(folder: str, overwrite: bool = False) -> Iterator[str]:
-    """Yields a temporary folder beside `folder`, renamed to `folder` if the block succeeds.
-
-    On an exception the temporary folder is deleted and `folder` is untouched.
+    """`atomic.folder(folder)`, refusing an existing `folder` unless `overwrite`.
 
     Raises:
       IndexInputError: `folder` exists and not `overwrite` (checked before the block runs).
@@ -277,22 +276,8 @@ def atomic_folder(folder: str, overwrite: bool = False) -> Iterator[str]:
     folder = os.path.normpath(folder)
     if os.path.lexists(folder) and not overwrite:
         raise IndexInputError(f"{folder}: already exists; pass overwrite to replace it")
-    parent = os.path.dirname(folder) or "."
-    os.makedirs(parent, exist_ok=True)
-    partial = f"{folder}.partial-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
-    os.mkdir(partial)
-    try:
+    with atomic.folder(folder) as partial:
         yield partial
-        old = None
-        if os.path.lexists(folder):
-            old = f"{folder}.old-{os.getpid()}"
-            os.rename(folder, old)
-        os.rename(partial, folder)
-        if old is not None:
-            shutil.rmtree(old)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
 
 
 def write_files(index: GalleryIndex, folder: str) -> None:

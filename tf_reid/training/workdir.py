@@ -23,6 +23,7 @@ import keras
 import tensorflow as tf
 
 from tf_reid.models.aligned_reid import AlignedReID
+from tfrecords_builder import atomic
 
 FLAGS_FILE = "flags.txt"
 MODEL_FILE = "model.json"
@@ -54,10 +55,8 @@ def prepare(workdir: str, resume: bool) -> bool:
 
 def write_text_atomic(path: str, text: str) -> None:
     """Writes `text` to `path` through a temporary name, so a reader never sees half a file."""
-    partial = f"{path}.partial-{os.getpid()}"
-    with open(partial, "w") as f:
+    with atomic.file(path) as partial, open(partial, "w") as f:
         f.write(text)
-    os.replace(partial, path)
 
 
 def write_json(path: str, value: Any) -> None:

@@ -161,16 +161,6 @@ def test_refuses_to_overwrite_unless_asked(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["index"]
 
 
-def test_failed_build_leaves_no_folder(tmp_path):
-    g = random_unit(300, 8, seed=0)
-    g[250, 3] = np.nan
-    with pytest.raises(IndexInputError, match="row 250 is not finite"):
-        with gallery.atomic_folder(str(tmp_path / "index")) as partial:
-            (tmp_path / os.path.basename(partial) / "started").write_text("files so far")
-            gallery.write_files(gallery.build(g, chunk=100, progress=False), partial)
-    assert os.listdir(tmp_path) == []
-
-
 @pytest.mark.parametrize("call, message", [
     (lambda i, q: gallery.search(i, q[:, :7], 1), "queries are 7-d but the index is 8-d"),
     (lambda i, q: gallery.search(i, q, 21), "k=21 must be in 1..20"),
