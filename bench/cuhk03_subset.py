@@ -65,6 +65,7 @@ from tf_reid.evaluation import extract  # noqa: E402
 from tf_reid.training import loop, objective  # noqa: E402
 from tf_reid.training import workdir as workdir_lib  # noqa: E402
 from tfrecords_builder import cuhk03, validation, writer  # noqa: E402
+from tfrecords_builder.manifest import MANIFEST, read_manifest  # noqa: E402
 from tools.cli import warnings_only_unless_verbose  # noqa: E402
 from tools.convert_torch_weights import convert_weights  # noqa: E402
 
@@ -123,7 +124,7 @@ def build_data(output_dir: str, carve: bool) -> str:
     """The TFRecords of the test protocol, or of its validation variant, built unless present."""
     name = f"val{FLAGS.val_identities}-s{FLAGS.val_seed}" if carve else "test"
     path = os.path.join(output_dir, name)
-    if not os.path.isfile(os.path.join(path, writer.MANIFEST)):
+    if not os.path.isfile(os.path.join(path, MANIFEST)):
         split = cuhk03.parse(FLAGS.data_dir, box_type="labeled", protocol="new",
                              allow_missing=True)
         if carve:
@@ -235,7 +236,7 @@ def run_one(variant: str, seed: int, train_dir: str, eval_dir: str, weights: str
     keras.backend.clear_session()
     print(f"== {variant} seed {seed}: {workdir}", file=sys.stderr, flush=True)
     loop.train(config, resume=True)
-    manifest = writer.read_manifest(train_dir)
+    manifest = read_manifest(train_dir)
     steps = manifest["splits"]["train"]["identities"] // FLAGS.num_identities
     train = training_time(workdir, steps, FLAGS.num_identities * FLAGS.num_instances)
     train["train_images"] = manifest["splits"]["train"]["images"]
@@ -301,8 +302,8 @@ def main(argv: list[str]) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
 
-    manifest = writer.read_manifest(train_dir)
-    evaluated = writer.read_manifest(eval_dir)["splits"]
+    manifest = read_manifest(train_dir)
+    evaluated = read_manifest(eval_dir)["splits"]
     train_images = manifest["splits"]["train"]["images"]
     print(f"CUHK03 labeled, new protocol (../shared subset), MobileNetV2 (converted PyTorch "
           f"ImageNet weights), {FLAGS.height}x{FLAGS.width}, P x K = {FLAGS.num_identities} x "

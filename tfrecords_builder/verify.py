@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from tfrecords_builder import features, writer
 from tfrecords_builder.images import op_error
+from tfrecords_builder.manifest import MANIFEST, read_manifest
 from tfrecords_builder.records import SPLITS
 
 
@@ -80,15 +81,15 @@ def verify_split(output_dir: str, name: str, summary: dict[str, Any], label_map:
 
 def verify(output_dir: str, samples: int = 8) -> tuple[dict[str, Any], list[str]]:
     """(manifest, problems) for a written output; `samples` images per shard are decoded."""
-    manifest = writer.read_manifest(output_dir)
+    manifest = read_manifest(output_dir)
     problems = []
     if manifest.get("format_version") != features.FORMAT_VERSION:
-        problems.append(f"{output_dir}/{writer.MANIFEST}: format_version "
+        problems.append(f"{output_dir}/{MANIFEST}: format_version "
                         f"{manifest.get('format_version')}, this reader knows "
                         f"{features.FORMAT_VERSION}")
     labels = sorted(manifest["label_map"].values())
     if labels != list(range(len(labels))):
-        problems.append(f"{output_dir}/{writer.MANIFEST}: train labels are not 0..C-1")
+        problems.append(f"{output_dir}/{MANIFEST}: train labels are not 0..C-1")
     for name in SPLITS:
         problems += verify_split(output_dir, name, manifest["splits"][name],
                                  manifest["label_map"], samples)

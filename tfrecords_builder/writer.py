@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import json
 import os
 from typing import Any, Callable, Iterator, Sequence
 
@@ -21,9 +20,8 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from tfrecords_builder import atomic, features, images
+from tfrecords_builder.manifest import write_manifest
 from tfrecords_builder.records import SPLITS, DatasetError, Record, Split
-
-MANIFEST = "manifest.json"
 
 
 def sort_key(record: Record) -> tuple:
@@ -192,9 +190,7 @@ def build(split: Split, output_dir: str, records_per_shard: int = 1000, overwrit
         manifest = _write_partial(split, plans, partial, skip_bad_images, num_workers, progress)
         manifest["options"] = {"records_per_shard": records_per_shard,
                                "skip_bad_images": skip_bad_images}
-        with open(os.path.join(partial, MANIFEST), "w") as f:
-            json.dump(manifest, f, indent=1, sort_keys=True)
-            f.write("\n")
+        write_manifest(partial, manifest)
     return manifest
 
 
@@ -248,25 +244,3 @@ def _write_partial(split: Split, plans: dict[str, list[list[Record]]], partial: 
         "missing": list(split.missing),
         "bad_images": bad,
     }
-
-
-def split_table(manifest: dict[str, Any]) -> list[str]:
-    """Per-split images / identities / cameras / shards of a manifest, as printable lines."""
-    lines = [f"{'split':8} {'images':>8} {'ids':>6} {'cams':>5} {'shards':>6}"]
-    for name in SPLITS:
-        s = manifest["splits"][name]
-        lines.append(f"{name:8} {s['images']:8d} {s['identities']:6d} {s['cameras']:5d} "
-                     f"{len(s['shards']):6d}")
-    return lines
-
-
-def read_manifest(output_dir: str) -> dict[str, Any]:
-    """Loads `output_dir/manifest.json`, raising DatasetError naming it when absent or broken."""
-    path = os.path.join(output_dir, MANIFEST)
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: missing file (not a tf-reid TFRecord output)") from None
-    except json.JSONDecodeError as e:
-        raise DatasetError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None

@@ -19,6 +19,7 @@ import inspect  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from tfrecords_builder import BUILDERS, cuhk03, writer  # noqa: E402
+from tfrecords_builder.manifest import split_table  # noqa: E402
 from tools.cli import run_reporting  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -63,7 +64,7 @@ def protocol_options(dataset: str) -> dict:
 
 def summary_lines(manifest: dict, output_dir: str) -> list[str]:
     """A small table of what was written."""
-    lines = writer.split_table(manifest)
+    lines = split_table(manifest)
     if manifest["missing"]:
         lines.append(f"missing (listed by the protocol, absent on disk): {len(manifest['missing'])}")
     if manifest["bad_images"]:

@@ -34,11 +34,12 @@ flags.DEFINE_integer("warmup_images", 4, "Query images in the warm-up requests (
 def warmup_images(data_dir: str, count: int) -> list[bytes]:
     """The first `count` encoded query images of a TFRecords folder."""
     from tf_reid.data.tfrecords import shard_files
-    from tfrecords_builder import features, writer
+    from tfrecords_builder import features
+    from tfrecords_builder.manifest import read_manifest
 
     import tensorflow as tf
 
-    manifest = writer.read_manifest(data_dir)
+    manifest = read_manifest(data_dir)
     split = "query" if "query" in manifest["splits"] else "train"
     images = []
     for serialized in tf.data.TFRecordDataset(shard_files(data_dir, split, manifest)).take(count):

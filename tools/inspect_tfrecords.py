@@ -15,7 +15,8 @@ if __name__ == "__main__":
 
 from absl import app, flags  # noqa: E402
 
-from tfrecords_builder import verify, writer  # noqa: E402
+from tfrecords_builder import verify  # noqa: E402
+from tfrecords_builder.manifest import split_table  # noqa: E402
 from tools.cli import run_reporting  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -25,7 +26,7 @@ flags.DEFINE_integer("samples", 8, "Images decoded per shard.")
 def report_lines(output_dir: str, manifest: dict) -> list[str]:
     """The manifest's dataset, protocol and per-split counts, as printable lines."""
     protocol = ", ".join(f"{k}={v}" for k, v in sorted(manifest["protocol"].items()))
-    lines = [f"{output_dir}: {manifest['dataset']} ({protocol})", *writer.split_table(manifest)]
+    lines = [f"{output_dir}: {manifest['dataset']} ({protocol})", *split_table(manifest)]
     lines.append(f"train classes: {manifest['num_classes']}; missing: {len(manifest['missing'])}; "
                  f"bad images skipped: {len(manifest['bad_images'])}")
     return lines

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from tests.conftest import REPO, image_bytes, write_images
 from tfrecords_builder import features, verify, writer
+from tfrecords_builder.manifest import read_manifest
 from tfrecords_builder.records import DatasetError, Record, Split
 
 
@@ -35,7 +36,7 @@ def make_split(root, spec, fmt_of=lambda i: "JPEG") -> Split:
 
 def read_output(output_dir):
     """Every example of every shard, by split, in file order, with its shard file."""
-    manifest = writer.read_manifest(output_dir)
+    manifest = read_manifest(output_dir)
     out = {}
     for name, summary in manifest["splits"].items():
         out[name] = [(s["file"], e) for s in summary["shards"]

@@ -40,7 +40,8 @@ import tensorflow as tf
 
 from tf_reid.data import augment
 from tf_reid.data.tfrecords import largest_shard, parse_identity, shard_files
-from tfrecords_builder import features, writer
+from tfrecords_builder import features
+from tfrecords_builder.manifest import read_manifest
 
 # One fused pass instead of four elementwise ones (2.4x faster on a 128 x 256 x 128 x 3 batch).
 _normalize_compiled = tf.function(augment.normalize, jit_compile=True)
@@ -126,7 +127,7 @@ def pk_dataset(data_dir: str, num_identities: int = 32, num_instances: int = 4,
       contiguous training labels; identity-major, R = num_replicas. Images are uint8 in [0, 255],
       or normalised float32 when `augment_config.normalize`.
     """
-    manifest = manifest or writer.read_manifest(data_dir)
+    manifest = manifest or read_manifest(data_dir)
     files = shard_files(data_dir, split, manifest)
     window = largest_shard(manifest, split)
     ids_per_batch = num_identities * num_replicas

@@ -7,12 +7,13 @@ from typing import Any
 
 import tensorflow as tf
 
-from tfrecords_builder import features, writer
+from tfrecords_builder import features
+from tfrecords_builder.manifest import read_manifest
 
 
 def shard_files(data_dir: str, split: str, manifest: dict[str, Any] | None = None) -> list[str]:
     """Paths of one split's shards, in the manifest's (pid) order."""
-    manifest = manifest or writer.read_manifest(data_dir)
+    manifest = manifest or read_manifest(data_dir)
     return [os.path.join(data_dir, s["file"]) for s in manifest["splits"][split]["shards"]]
 
 

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from tf_reid.data.eval_input import eval_dataset
 from tf_reid.evaluation import matching, metrics, protocols, reranking
-from tfrecords_builder import writer
+from tfrecords_builder.manifest import read_manifest
 from tfrecords_builder.records import DatasetError
 
 ModelFn = Callable[[tf.Tensor], Mapping[str, Any]]
@@ -146,7 +146,7 @@ def extract_split(model_fn: ModelFn, data_dir: str, split: str, height: int, wid
     Raises:
       DatasetError: `data_dir` has no manifest, or the manifest no such split.
     """
-    manifest = writer.read_manifest(data_dir)
+    manifest = read_manifest(data_dir)
     if split not in manifest.get("splits", {}):
         raise DatasetError(f"{data_dir}: no '{split}' split in manifest.json")
     dataset = eval_dataset(data_dir, split, height, width, batch_size, flip=flip,

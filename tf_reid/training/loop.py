@@ -19,7 +19,7 @@ from tf_reid.data import augment, pk
 from tf_reid.models.aligned_reid import AlignedReID
 from tf_reid.training import callbacks, objective, schedule, strategies, trainer
 from tf_reid.training import workdir as workdir_lib
-from tfrecords_builder import writer
+from tfrecords_builder.manifest import read_manifest
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
@@ -133,7 +133,7 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy, resuming: bool
     keras.mixed_precision.set_global_policy(config.precision)
     keras.utils.set_random_seed(config.seed)
 
-    manifest = writer.read_manifest(config.data_dir)
+    manifest = read_manifest(config.data_dir)
     num_classes = manifest["splits"]["train"]["identities"]
     replicas = strategy.num_replicas_in_sync
     steps = pk.steps_per_epoch(num_classes, config.num_identities, replicas)
