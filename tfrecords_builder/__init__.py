@@ -1,16 +1,29 @@
 """Dataset parsers (one module per dataset) and the identity-sharded TFRecord writer.
 
-`BUILDERS` maps a dataset name to its `parse(data_dir, **protocol_options) -> Split`.
+`BUILDERS` maps a dataset name to the module whose `parse(data_dir, **protocol_options) -> Split`
+reads it; `parser(name)` imports that module. Parsers are imported only when a dataset is
+converted: they pull in scipy, PIL or h5py, which reading a manifest (`tfrecords_builder.manifest`,
+imported by training, evaluation and export) must not.
 """
 
-from tfrecords_builder import cuhk01, cuhk03, dukemtmc, market1501, mars, msmt17, synthetic
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+from tfrecords_builder.records import Split
 
 BUILDERS = {
-    "market1501": market1501.parse,
-    "dukemtmc": dukemtmc.parse,
-    "cuhk03": cuhk03.parse,
-    "msmt17": msmt17.parse,
-    "mars": mars.parse,
-    "cuhk01": cuhk01.parse,
-    "synthetic": synthetic.parse,
+    "market1501": "tfrecords_builder.market1501",
+    "dukemtmc": "tfrecords_builder.dukemtmc",
+    "cuhk03": "tfrecords_builder.cuhk03",
+    "msmt17": "tfrecords_builder.msmt17",
+    "mars": "tfrecords_builder.mars",
+    "cuhk01": "tfrecords_builder.cuhk01",
+    "synthetic": "tfrecords_builder.synthetic",
 }
+
+
+def parser(dataset: str) -> Callable[..., Split]:
+    """The `parse` function of `dataset` (a key of BUILDERS), importing its module now."""
+    return importlib.import_module(BUILDERS[dataset]).parse

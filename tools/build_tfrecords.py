@@ -18,7 +18,7 @@ import inspect  # noqa: E402
 
 from absl import app, flags  # noqa: E402
 
-from tfrecords_builder import BUILDERS, cuhk03, writer  # noqa: E402
+from tfrecords_builder import BUILDERS, cuhk03, parser, writer  # noqa: E402
 from tfrecords_builder.manifest import split_table  # noqa: E402
 from tools.cli import run_reporting  # noqa: E402
 
@@ -52,7 +52,7 @@ PROTOCOL_FLAGS = {
 
 def protocol_options(dataset: str) -> dict:
     """The protocol flags the user set, as keywords of the dataset's parse(); rejects misfits."""
-    accepted = inspect.signature(BUILDERS[dataset]).parameters
+    accepted = inspect.signature(parser(dataset)).parameters
     options = {}
     for flag, keyword in PROTOCOL_FLAGS.items():
         if FLAGS[flag].present:
@@ -74,7 +74,7 @@ def summary_lines(manifest: dict, output_dir: str) -> list[str]:
 
 
 def convert() -> list[str]:
-    split = BUILDERS[FLAGS.dataset](FLAGS.data_dir, **protocol_options(FLAGS.dataset))
+    split = parser(FLAGS.dataset)(FLAGS.data_dir, **protocol_options(FLAGS.dataset))
     manifest = writer.build(split, FLAGS.output_dir, FLAGS.records_per_shard, FLAGS.overwrite,
                             FLAGS.skip_bad_images, FLAGS.num_workers, FLAGS.progress)
     return summary_lines(manifest, FLAGS.output_dir)

@@ -1,9 +1,15 @@
-"""manifest.json: round trip, one-line errors, the split table."""
+"""manifest.json: round trip, one-line errors, the split table, and what reading it imports."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 
+from tests.conftest import REPO
+from tfrecords_builder import BUILDERS
 from tfrecords_builder.manifest import MANIFEST, read_manifest, split_table, write_manifest
 from tfrecords_builder.records import DatasetError
 
@@ -35,3 +41,19 @@ def test_split_table():
         "query        3368    750     6      4",
         "gallery     15913    751     6     16",
     ]
+
+
+def test_reading_a_manifest_imports_no_parser_and_no_image_library():
+    """The manifest alone needs neither TensorFlow nor scipy / PIL / h5py; the training input
+    pipeline (which imports TensorFlow, and with it those libraries) imports no dataset parser."""
+    parsers = sorted(BUILDERS.values())
+    code = f"""
+import json, sys
+import tfrecords_builder.manifest
+light = [m for m in ("tensorflow", "scipy", "PIL", "h5py") if m in sys.modules]
+import tf_reid.data.pk, tf_reid.data.tfrecords
+print(json.dumps([light, [m for m in {parsers!r} if m in sys.modules]]))
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, capture_output=True,
+                         text=True).stdout
+    assert json.loads(out.strip().splitlines()[-1]) == [[], []]

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import REPO
-from tfrecords_builder import BUILDERS, synthetic
+from tfrecords_builder import parser, synthetic
 from tfrecords_builder.naming import MARKET_FOLDERS
 from tfrecords_builder.records import DatasetError
 
@@ -199,7 +199,7 @@ def test_boxes_are_misaligned_flipped_and_sometimes_occluded():
 def test_parse_records(dataset, tmp_path):
     root, counts = dataset
     split = synthetic.parse(root)
-    assert BUILDERS["synthetic"] is synthetic.parse
+    assert parser("synthetic") is synthetic.parse
     assert (split.dataset, split.source) == ("synthetic", root)
     assert split.protocol["protocol"] == "single-query"
     assert split.protocol["seed"] == ARGS["seed"]
