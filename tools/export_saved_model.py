@@ -51,11 +51,8 @@ def run() -> list[str]:
     from tf_reid.export import saved_model
     from tf_reid.training import workdir as workdir_lib
 
+    model = workdir_lib.load_student(FLAGS.workdir, FLAGS.which, FLAGS.student)
     config = workdir_lib.read_model_config(FLAGS.workdir)
-    students = workdir_lib.load_students(FLAGS.workdir, FLAGS.which)
-    if not 0 <= FLAGS.student < len(students):
-        raise workdir_lib.WorkdirError(f"{FLAGS.workdir}: has {len(students)} students, "
-                                       f"--student={FLAGS.student}")
     card = {"training_data": config.get("data_dir"), "num_training_identities":
             config.get("num_classes"), "checkpoint": os.path.basename(
                 workdir_lib.checkpoint_path(FLAGS.workdir, FLAGS.which)), "student": FLAGS.student}
@@ -63,7 +60,7 @@ def run() -> list[str]:
     if os.path.isfile(metrics_file):
         card["metrics"] = workdir_lib.read_json(metrics_file)
     images = warmup_images(config["data_dir"], FLAGS.warmup_images) if FLAGS.warmup_images else []
-    path = saved_model.export(students[FLAGS.student], FLAGS.export_dir, FLAGS.model_name,
+    path = saved_model.export(model, FLAGS.export_dir, FLAGS.model_name,
                               FLAGS.version, images, card)
     return [f"exported {path}",
             f"serve: tensorflow_model_server --rest_api_port=8501 --port=8500 "

@@ -141,11 +141,6 @@ class AlignedReID(keras.Model):
         local = keras.ops.relu(self.local_bn(local, training=training))
         return {"global": global_feature, "local": local, "logits": logits}
 
-    def embed(self, images: tf.Tensor) -> tf.Tensor:
-        """Inference descriptor: [B, H, W, 3] in [0, 255] -> [B, D] L2-normalised global feature."""
-        global_feature = self(images, training=False)["global"]
-        return keras.ops.normalize(global_feature, axis=-1, order=2)
-
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update({

@@ -124,3 +124,23 @@ def load_students(workdir: str, which: str = "best") -> list[AlignedReID]:
     path = checkpoint_path(workdir, which)
     checkpoint(students).restore(path).expect_partial().assert_existing_objects_matched()
     return students
+
+
+def load_student(workdir: str, which: str = "best", student: int = 0) -> AlignedReID:
+    """One student of a run, its weights restored: what evaluation and export load.
+
+    Args:
+      workdir: a `tf_reid.train` workdir.
+      which: as `load_students`.
+      student: its index (0 for a run of one student).
+
+    Raises:
+      WorkdirError: no such workdir, no model.json, no such student, or no checkpoint.
+    """
+    if not os.path.isdir(workdir):
+        raise WorkdirError(f"{workdir}: no such workdir")
+    num = len(read_model_config(workdir)["students"])
+    if not 0 <= student < num:
+        raise WorkdirError(f"{workdir}: no student {student}; the run has {num} student(s) "
+                           f"(0..{num - 1})")
+    return load_students(workdir, which)[student]

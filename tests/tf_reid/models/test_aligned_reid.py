@@ -177,17 +177,6 @@ def test_bn_momentum_governs_every_moving_average(backbone, options):
     assert build(0.5).get_config()["bn_momentum"] == 0.5
 
 
-def test_embed_is_unit_norm_global():
-    model = tiny_model()
-    pixels = images(3, seed=4)
-    embedding = np.asarray(model.embed(pixels))
-    np.testing.assert_allclose(np.linalg.norm(embedding, axis=1), 1.0, rtol=1e-5)
-    global_feature = np.asarray(model(pixels)["global"])
-    np.testing.assert_allclose(
-        embedding, global_feature / np.linalg.norm(global_feature, axis=1, keepdims=True),
-        rtol=1e-5, atol=1e-6)
-
-
 def test_invalid_options():
     with pytest.raises(ValueError, match="backbone"):
         AlignedReID(num_classes=2, backbone="vgg")
