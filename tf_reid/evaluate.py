@@ -20,7 +20,8 @@ from typing import Any  # noqa: E402
 
 from absl import app, flags  # noqa: E402
 
-from tf_reid.evaluation import extract, protocols  # noqa: E402
+from tf_reid.evaluation import extract, features_file, protocols, report  # noqa: E402
+from tf_reid.evaluation.features_file import SplitFeatures  # noqa: E402
 from tf_reid.training import workdir as workdir_lib  # noqa: E402
 from tfrecords_builder.records import DatasetError  # noqa: E402
 from tools.cli import run_reporting  # noqa: E402
@@ -53,34 +54,16 @@ flags.DEFINE_bool("progress", True, "Progress bars.")
 EVAL_FILE = "eval.json"
 
 
-def workdir_model(workdir: str, which: str, student: int) -> tuple[extract.ModelFn, int, int,
-                                                                      dict[str, Any]]:
-    """(model_fn, height, width, model.json) of one student of a training workdir.
-
-    Raises:
-      WorkdirError: no such workdir, no model.json, no checkpoint, or no such student.
-    """
-    if not os.path.isdir(workdir):
-        raise workdir_lib.WorkdirError(f"{workdir}: no such workdir")
-    config = workdir_lib.read_model_config(workdir)
-    num = len(config["students"])
-    if not 0 <= student < num:
-        raise workdir_lib.WorkdirError(f"{workdir}: --student={student}, but the run has "
-                                       f"{num} student(s) (0..{num - 1})")
-    model = workdir_lib.load_students(workdir, which)[student]
-    height, width = model.image_shape[:2]
-    return extract.keras_model_fn(model), height, width, config
-
-
-def features_from_model(workdir: str) -> tuple[extract.Features, extract.Features,
-                                               dict[str, Any]]:
+def features_from_model(workdir: str) -> tuple[SplitFeatures, SplitFeatures, dict[str, Any]]:
     """Extracts query and gallery features with the workdir's student; returns also metadata."""
-    model_fn, height, width, config = workdir_model(workdir, FLAGS.which, FLAGS.student)
-    data_dir = FLAGS.data_dir or config.get("data_dir")
+    model = workdir_lib.load_student(workdir, FLAGS.which, FLAGS.student)
+    height, width = model.image_shape[:2]
+    data_dir = FLAGS.data_dir or workdir_lib.read_model_config(workdir).get("data_dir")
     if not data_dir:
         raise DatasetError(f"{workdir}/{workdir_lib.MODEL_FILE} names no data_dir; pass --data_dir")
     if not os.path.isdir(data_dir):
         raise DatasetError(f"{data_dir}: no such data_dir (a tools.build_tfrecords output)")
+    model_fn = extract.keras_model_fn(model)
     query, gallery = (extract.extract_split(model_fn, data_dir, split, height, width,
                                             FLAGS.batch_size, FLAGS.flip, FLAGS.local,
                                             FLAGS.progress)
@@ -94,10 +77,9 @@ def features_from_model(workdir: str) -> tuple[extract.Features, extract.Feature
 
 def evaluate() -> list[str]:
     if FLAGS.features:
-        if not os.path.isfile(FLAGS.features):
-            raise DatasetError(f"{FLAGS.features}: no such features file")
-        query, gallery = extract.load_features(FLAGS.features)
-        metadata = {**extract.load_metadata(FLAGS.features),
+        query, gallery = (features_file.load(FLAGS.features, split)
+                          for split in ("query", "gallery"))
+        metadata = {**features_file.load_metadata(FLAGS.features),
                     "features": os.path.abspath(FLAGS.features)}
         if FLAGS.local and query.local is None:
             raise DatasetError(f"{FLAGS.features}: holds no local features (saved without "
@@ -108,17 +90,17 @@ def evaluate() -> list[str]:
         output = FLAGS.output or os.path.join(FLAGS.workdir, EVAL_FILE)
     lines = [f"query {len(query)} images, gallery {len(gallery)} images"]
     if FLAGS.save_features and not FLAGS.features:
-        extract.save_features(FLAGS.save_features, query, gallery, metadata)
+        features_file.save(FLAGS.save_features, {"query": query, "gallery": gallery}, metadata)
         lines.append(f"wrote {FLAGS.save_features}")
     if FLAGS.tracklet_pooling:
         if (query.tracklets < 0).any() or (gallery.tracklets < 0).any():
             raise DatasetError("--tracklet_pooling needs a video dataset (MARS); these images "
                                "have no tracklets")
-        query, gallery = (extract.pool_tracklets(f, FLAGS.tracklet_pooling)
+        query, gallery = (protocols.pool_tracklets(f, FLAGS.tracklet_pooling)
                           for f in (query, gallery))
         lines.append(f"pooled per tracklet ({FLAGS.tracklet_pooling}): query {len(query)}, "
                      f"gallery {len(gallery)} tracklets")
-    results = extract.evaluate_features(
+    results = report.evaluate_features(
         query, gallery, local=FLAGS.local, rerank=FLAGS.rerank, max_rank=FLAGS.max_rank,
         normalize=FLAGS.normalize, local_weight=FLAGS.local_weight, k1=FLAGS.rerank_k1,
         k2=FLAGS.rerank_k2, lambda_value=FLAGS.rerank_lambda)
@@ -127,7 +109,7 @@ def evaluate() -> list[str]:
                "rerank_k1": FLAGS.rerank_k1, "rerank_k2": FLAGS.rerank_k2,
                "rerank_lambda": FLAGS.rerank_lambda, "tracklet_pooling": FLAGS.tracklet_pooling}
     workdir_lib.write_json(output, {"metrics": results, "options": options, "source": metadata})
-    return lines + extract.metrics_table(results) + [f"wrote {output}"]
+    return lines + report.metrics_table(results) + [f"wrote {output}"]
 
 
 def main(argv: list[str]) -> int:
@@ -136,7 +118,8 @@ def main(argv: list[str]) -> int:
         raise app.UsageError("pass exactly one of --workdir and --features")
     if FLAGS.features and FLAGS.save_features:
         raise app.UsageError("--save_features needs a model (--workdir), not --features")
-    return run_reporting(evaluate, errors=(DatasetError, workdir_lib.WorkdirError))
+    return run_reporting(evaluate, errors=(DatasetError, workdir_lib.WorkdirError,
+                                           features_file.FeaturesFileError))
 
 
 if __name__ == "__main__":

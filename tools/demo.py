@@ -153,20 +153,21 @@ def search_lines(search_file: str, shown: int = 5) -> list[str]:
 
 
 def summary(timings: Sequence[tuple[str, float, bool]]) -> list[str]:
-    from tf_reid.evaluation import extract
+    from tf_reid.evaluation import features_file, matching, report
     from tf_reid.evaluation.metrics import chance_level
     from tf_reid.training.workdir import read_json
 
-    report = read_json(EVAL)["metrics"]
-    query, gallery = extract.load_features(FEATURES)
+    metrics = read_json(EVAL)["metrics"]
+    query, gallery = (features_file.load(FEATURES, split, with_local=False)
+                      for split in ("query", "gallery"))
     chance = chance_level(query.pids, gallery.pids, query.camids, gallery.camids)
     lines = ["", "== summary", "stage times: " + ", ".join(
         f"{i}: {'reused' if reused else f'{seconds:.0f} s'}"
         for i, (_, seconds, reused) in enumerate(timings, 1)),
         f"results on the synthetic test split ({len(query.pids)} queries, "
         f"{len(gallery.pids)} gallery images, in %):",
-        *extract.metrics_table({name: report[name] for name in extract.VARIANTS
-                                if name in report}),
+        *report.metrics_table({name: metrics[name] for name in matching.VARIANTS
+                               if name in metrics}),
         f"chance level (a random ranking, same split and protocol): rank-1 "
         f"{100 * chance['rank1']:.2f}%, mAP {100 * chance['mAP']:.2f}%", ""]
     lines += search_lines(SEARCH)

@@ -2,10 +2,10 @@
 
 Embeds image files with an exported model: in this process (--saved_model), or through a
 running TensorFlow Serving (--rest http://localhost:8501 or --grpc localhost:8500, with
---model_name). Writes an .npz laid out like one split of a features file
-(`tf_reid.evaluate --save_features`), so `tools.build_index` and `tools.search` read it:
-`<split>/global_` [N, D] (L2-normalised embeddings), `<split>/paths`, and `<split>/pids`,
-`<split>/camids` parsed from Market-style names (0001_c2...; -1 where a name does not say).
+--model_name). Writes a features file of one split (`tf_reid.evaluation.features_file`, as
+`tf_reid.evaluate --save_features` does), so `tools.build_index` and `tools.search` read it:
+global features [N, D] (the L2-normalised embeddings), paths, and pids and camids parsed from
+Market-style names (0001_c2...; -1 where a name does not say).
 """
 
 from __future__ import annotations
@@ -92,17 +92,19 @@ def embedder():
 def run() -> list[str]:
     import numpy as np
 
+    from tf_reid.evaluation import features_file
     from tf_reid.export import client
 
     paths = image_files(FLAGS.images)
     embeddings = client.embed_in_batches(embedder(), read_images(paths), FLAGS.batch_size,
                                          FLAGS.progress)
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
-    partial = f"{FLAGS.output}.partial-{os.getpid()}.npz"
     ids = np.array([pid_camid(p) for p in paths], dtype=np.int64).reshape(-1, 2)
-    np.savez(partial, **{f"{FLAGS.split}/global_": embeddings, f"{FLAGS.split}/paths": np.array(paths),
-                         f"{FLAGS.split}/pids": ids[:, 0], f"{FLAGS.split}/camids": ids[:, 1]})
-    os.replace(partial, FLAGS.output)
+    no_tracklets = np.full(len(paths), -1, np.int64)
+    features = features_file.SplitFeatures(
+        global_=embeddings, local=None, pids=ids[:, 0], camids=ids[:, 1], paths=np.array(paths),
+        tracklets=no_tracklets, frames=no_tracklets)
+    features_file.save(FLAGS.output, {FLAGS.split: features})
     return [f"embedded {len(paths)} images ({embeddings.shape[1]}-d) -> {FLAGS.output}"]
 
 

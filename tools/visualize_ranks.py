@@ -34,7 +34,8 @@ from absl import app, flags  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
 from tf_reid.data.tfrecords import shard_files  # noqa: E402
-from tf_reid.evaluation import extract, metrics  # noqa: E402
+from tf_reid.evaluation import features_file, matching, metrics  # noqa: E402
+from tf_reid.evaluation.features_file import SplitFeatures  # noqa: E402
 from tfrecords_builder import features  # noqa: E402
 from tfrecords_builder.records import DatasetError  # noqa: E402
 from tools.cli import run_reporting  # noqa: E402
@@ -136,8 +137,8 @@ def draw_cell(canvas: Image.Image, draw: ImageDraw.ImageDraw, origin: tuple[int,
     draw.text((x, y + cell_height + 2 * BORDER + 1), caption, fill=BLACK, font=font)
 
 
-def ranks_grid(rows: Sequence[tuple[int, np.ndarray]], query: extract.Features,
-               gallery: extract.Features, query_images: Mapping[str, bytes],
+def ranks_grid(rows: Sequence[tuple[int, np.ndarray]], query: SplitFeatures,
+               gallery: SplitFeatures, query_images: Mapping[str, bytes],
                gallery_images: Mapping[str, bytes], top_k: int, cell_height: int,
                cell_width: int) -> Image.Image:
     """The ranks.png picture: per row (query index, its ranked gallery indices).
@@ -210,10 +211,8 @@ def cmc_plot(curves: Mapping[str, np.ndarray], max_rank: int) -> Image.Image:
 def visualize() -> list[str]:
     if FLAGS.top_k < 1 or FLAGS.num_queries < 1 or FLAGS.max_rank < 1:
         raise DatasetError("--top_k, --num_queries and --max_rank must be positive")
-    if not os.path.isfile(FLAGS.features):
-        raise DatasetError(f"{FLAGS.features}: no such features file")
-    query, gallery = extract.load_features(FLAGS.features)
-    metadata = extract.load_metadata(FLAGS.features)
+    query, gallery = (features_file.load(FLAGS.features, split) for split in ("query", "gallery"))
+    metadata = features_file.load_metadata(FLAGS.features)
     data_dir = FLAGS.data_dir or metadata.get("data_dir")
     if not data_dir:
         raise DatasetError(f"{FLAGS.features}: names no data_dir; pass --data_dir")
@@ -221,9 +220,10 @@ def visualize() -> list[str]:
         raise DatasetError(f"{data_dir}: no such data_dir (a tools.build_tfrecords output)")
     if FLAGS.local and query.local is None:
         raise DatasetError(f"{FLAGS.features}: holds no local features; drop --local")
-    distances = extract.distance_matrices(query, gallery, local=FLAGS.local, rerank=FLAGS.rerank,
-                                          normalize=FLAGS.normalize)
-    name = ("global+local" if FLAGS.local else "global") + ("+rerank" if FLAGS.rerank else "")
+    distances = matching.distances(query, gallery,
+                                   ("global", "global+local") if FLAGS.local else ("global",),
+                                   rerank=FLAGS.rerank, normalize=FLAGS.normalize)
+    name = ("global+local" if FLAGS.local else "global") + (matching.RERANK if FLAGS.rerank else "")
     rows = [(q, ranked_gallery(distances[name][q], query.pids[q], query.camids[q], gallery.pids,
                                gallery.camids, FLAGS.top_k))
             for q in query_indices(len(query), FLAGS.queries, FLAGS.num_queries)]
@@ -247,7 +247,7 @@ def visualize() -> list[str]:
 
 def main(argv: list[str]) -> int:
     del argv
-    return run_reporting(visualize)
+    return run_reporting(visualize, errors=(DatasetError, features_file.FeaturesFileError))
 
 
 if __name__ == "__main__":

@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO
-from tests.tf_reid.evaluation.test_extract import make_tfrecords, make_workdir, tiny_model
-from tf_reid.evaluation import extract
+from tests.tf_reid.evaluation.conftest import make_tfrecords, make_workdir, tiny_model
+from tf_reid.evaluation import extract, features_file
 from tf_reid.training.workdir import load_students
 
 NOISE = ("absl::InitializeLog", "cudart_stub", "cuInit", "cpu_feature_guard", "oneDNN")
 VARIANTS = ["global", "global+rerank", "global+local", "global+local+rerank"]
+KEYS = {"rank1", "rank5", "rank10", "mAP", "mINP", "num_query", "skipped_queries"}
 
 
 def start(*args: str) -> subprocess.Popen:
@@ -59,7 +60,7 @@ def test_cli_writes_eval_json_and_prints_a_table(evaluated):
     report = json.loads(pathlib.Path(workdir, "eval.json").read_text())
     assert list(report["metrics"]) == sorted(VARIANTS)
     for row in report["metrics"].values():
-        assert set(row) == set(extract.METRIC_KEYS)
+        assert set(row) == KEYS
         assert row["num_query"] == 8 and row["skipped_queries"] == 0
         assert 0 < row["mINP"] <= 1 and 0 < row["mAP"] <= 1
         assert row["rank1"] <= row["rank5"] <= row["rank10"]
@@ -80,10 +81,10 @@ def test_cli_writes_eval_json_and_prints_a_table(evaluated):
 
 def test_saved_features_are_the_restored_models_and_round_trip(evaluated):
     root, workdir, features = (evaluated[k] for k in ("root", "workdir", "features"))
-    query, gallery = extract.load_features(str(features))
+    query, gallery = (features_file.load(str(features), s) for s in ("query", "gallery"))
     assert (len(query), len(gallery)) == (8, 16)
     assert query.local.shape == (8, 4, 128)
-    metadata = extract.load_metadata(str(features))
+    metadata = features_file.load_metadata(str(features))
     assert metadata["data_dir"] == str(root / "data") and metadata["flip"] is True
     # The same numbers as extracting here with the checkpoint restored by the library.
     model_fn = extract.keras_model_fn(load_students(str(workdir))[0])
@@ -109,3 +110,4 @@ def test_a_missing_workdir_is_one_error_line(evaluated):
     nothing = evaluated["root"] / "nothing"
     assert result.stderr.strip().splitlines() == [f"error: {nothing}: no such workdir"]
     assert result.stdout == ""
+

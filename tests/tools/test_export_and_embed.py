@@ -12,8 +12,9 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import REPO
-from tests.tf_reid.evaluation.test_extract import make_tfrecords, make_workdir, tiny_model
+from tests.tf_reid.evaluation.conftest import make_tfrecords, make_workdir, tiny_model
 from tf_reid.data import augment
+from tf_reid.evaluation import features_file
 
 
 def tool(name, *args):
@@ -67,6 +68,12 @@ def test_embed_files_in_process_equals_the_keras_model(exported, tmp_path):
     g = model(pixels, training=False)["global"].numpy()
     np.testing.assert_allclose(saved["query/global_"], g / np.linalg.norm(g, axis=1, keepdims=True),
                                atol=1e-5)
+    # A features file of one split, as tf_reid.evaluate writes them (what build_index reads).
+    query = features_file.load(str(tmp_path / "q.npz"), "query")
+    np.testing.assert_array_equal(query.global_, saved["query/global_"])
+    assert query.local is None and query.tracklets.tolist() == [-1] * len(files)
+    assert features_file.load_metadata(str(tmp_path / "q.npz"))["splits"] == {"query": "query"}
+    assert os.listdir(tmp_path) == ["q.npz"]
 
 
 def test_embed_rejects_a_file_that_is_not_an_image(exported, tmp_path):

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import REPO
 from tests.tf_reid.index.data import brute_force, identities
-from tf_reid.evaluation import extract
+from tf_reid.evaluation.features_file import SplitFeatures, load, save
 from tf_reid.index.kinds import IndexInputError
 from tools.build_index import build_index
 from tools.cli import run_reporting
@@ -29,11 +29,11 @@ def one_faiss_thread():
     faiss.omp_set_num_threads(before)
 
 
-def split(embeddings: np.ndarray, pids: np.ndarray, prefix: str) -> extract.Features:
+def split(embeddings: np.ndarray, pids: np.ndarray, prefix: str) -> SplitFeatures:
     n = len(pids)
-    return extract.Features(embeddings, None, pids.astype(np.int64), np.arange(n) % 6,
-                            np.array([f"{prefix}/{i:04d}.jpg" for i in range(n)]),
-                            np.full(n, -1, np.int64), np.full(n, -1, np.int64))
+    return SplitFeatures(embeddings, None, pids.astype(np.int64), np.arange(n) % 6,
+                         np.array([f"{prefix}/{i:04d}.jpg" for i in range(n)]),
+                         np.full(n, -1, np.int64), np.full(n, -1, np.int64))
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def features_file(tmp_path_factory) -> str:
     # Scaled copies: the tools must L2-normalise before indexing.
     g, g_pids, q, q_pids = identities(50, 8, 32, noise=0.8, seed=0, num_queries=6)
     path = str(tmp_path_factory.mktemp("features") / "features.npz")
-    extract.save_features(path, split(3 * q, q_pids, "query"), split(2 * g, g_pids, "gallery"))
+    save(path, {"query": split(3 * q, q_pids, "query"), "gallery": split(2 * g, g_pids, "gallery")})
     return path
 
 
@@ -60,7 +60,7 @@ def test_build_then_search(features_file, tmp_path):
     assert searched.returncode == 0, searched.stderr
     assert searched.stdout.startswith(f"wrote {tmp_path / 'hits.json'}: top-5 of 6 queries")
 
-    query, gallery = extract.load_features(features_file)
+    query, gallery = (load(features_file, s) for s in ("query", "gallery"))
     normalise = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
     want_d, want_i = brute_force(normalise(query.global_), normalise(gallery.global_), 5)
     document = json.loads((tmp_path / "hits.json").read_text())
@@ -127,8 +127,8 @@ def test_error_lines(features_file, tmp_path, capsys):
 def test_failed_build_leaves_no_folder(tmp_path, capsys):
     g, g_pids, q, q_pids = identities(20, 10, 8, noise=0.8, seed=1, num_queries=2)
     g[150, 0] = np.inf
-    extract.save_features(str(tmp_path / "bad.npz"), split(q, q_pids, "query"),
-                          split(g, g_pids, "gallery"))
+    save(str(tmp_path / "bad.npz"), {"query": split(q, q_pids, "query"),
+                                     "gallery": split(g, g_pids, "gallery")})
     assert error_line(lambda: build_index(str(tmp_path / "bad.npz"), str(tmp_path / "ix"), "ivf",
                                           {"nlist": 4}, None, 100, 64, False, False), capsys) == \
         "error: gallery embeddings row 150 is not finite (NaN/inf)"

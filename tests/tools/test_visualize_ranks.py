@@ -10,8 +10,9 @@ from PIL import Image
 
 from tests.conftest import REPO, write_images
 from tests.tf_reid.data.test_pk import colour_png
-from tests.tf_reid.evaluation.test_extract import A, B, features
-from tf_reid.evaluation import extract
+from tests.tf_reid.evaluation.conftest import A, B, features
+from tf_reid.evaluation import features_file
+from tf_reid.evaluation.features_file import SplitFeatures
 from tfrecords_builder import writer
 from tfrecords_builder.records import Record, Split
 
@@ -25,7 +26,7 @@ def colour(pid: int, index: int) -> tuple[int, int, int]:
 
 
 def test_ranks_and_cmc_pictures(tmp_path):
-    # The hand-built retrieval of tests/tf_reid/evaluation/test_extract.py: queries on a line at
+    # The hand-built retrieval of tests/tf_reid/evaluation/conftest.py: queries on a line at
     # x = 0 (pid 1), 3.1 (pid 2), 5 (pid 3); gallery x = 0, 1, 2, 4, 3, 5 with pids 1 2 1 1 2 3
     # and cameras 0 1 1 1 1 0. Image i of split s has the colour (pid * 8, i * 30, 77).
     q_pids, q_cams = [1, 2, 3], [0, 0, 0]
@@ -43,11 +44,11 @@ def test_ranks_and_cmc_pictures(tmp_path):
     query = features([[0, 0], [3.1, 0], [5, 0]], [A, A, A], q_pids, q_cams)
     gallery = features([[0, 0], [1, 0], [2, 0], [4, 0], [3, 0], [5, 0]], [A, B, A, A, A, A],
                        g_pids, g_cams)
-    query = extract.Features(query.global_, query.local, query.pids, query.camids,
-                             np.array(paths["query"]), query.tracklets, query.frames)
-    gallery = extract.Features(gallery.global_, gallery.local, gallery.pids, gallery.camids,
-                               np.array(paths["gallery"]), gallery.tracklets, gallery.frames)
-    extract.save_features(str(tmp_path / "f.npz"), query, gallery)
+    query = SplitFeatures(query.global_, query.local, query.pids, query.camids,
+                          np.array(paths["query"]), query.tracklets, query.frames)
+    gallery = SplitFeatures(gallery.global_, gallery.local, gallery.pids, gallery.camids,
+                            np.array(paths["gallery"]), gallery.tracklets, gallery.frames)
+    features_file.save(str(tmp_path / "f.npz"), {"query": query, "gallery": gallery})
 
     result = subprocess.run(
         [sys.executable, "-m", "tools.visualize_ranks", f"--features={tmp_path / 'f.npz'}",
@@ -84,3 +85,4 @@ def test_ranks_and_cmc_pictures(tmp_path):
     assert tuple(cmc[30, 60 + round(399 / 9)]) == CURVE
     assert tuple(cmc[30, 459]) == CURVE
     assert tuple(cmc[309, 200]) == (0, 0, 0)  # the x axis
+

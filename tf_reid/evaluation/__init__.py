@@ -1,1 +1,10 @@
-"""Ranking metrics for query/gallery re-identification: CMC, mAP and mINP, NumPy in and out."""
+"""Query/gallery re-identification evaluation, NumPy in and out, one module per job.
+
+  extract.py        a model over an evaluation dataset -> `SplitFeatures`
+  features_file.py  `SplitFeatures` and the .npz features file (the one reader and writer)
+  matching.py       distances: the `DISTANCES` registry (global, global + aligned local)
+  reranking.py      k-reciprocal re-ranking
+  metrics.py        multi-shot CMC, mAP, mINP (`evaluate_rank`), chance level
+  protocols.py      dataset protocols: CUHK03-classic single-gallery-shot, MARS tracklet pooling
+  report.py         metrics of every requested distance, and the printable table
+"""

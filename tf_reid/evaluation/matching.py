@@ -12,22 +12,29 @@ huanghoujing/AlignedReID-Re-Production-Pytorch `normalize(local_feats, axis=-1)`
 `normalize_feature` option), so `local_distances` does that by default; the global features are
 left as they are unless asked (`normalize`), since there the reproductions differ.
 
-`DISTANCES` maps the names a CLI offers ("global", "local", "global+local") to functions of the
-model's output dicts (`{"global": [N, D], "local": [N, H, C]}`) for query and gallery.
+`DISTANCES` maps each retrieval distance's name ("global", "global+local") to its function of two
+`SplitFeatures`; `distances` computes the named ones for a query and a gallery, each also
+k-reciprocal re-ranked (Zhong et al., CVPR 2017) if asked, under the names of `VARIANTS`.
+`tf_reid.evaluate`, `tools.visualize_ranks` and the evaluation during training all go through it.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-from typing import Callable, Mapping
+from typing import Callable, Sequence
 
 import numpy as np
 
+from tf_reid.evaluation import reranking
+from tf_reid.evaluation.features_file import SplitFeatures
 from tf_reid.evaluation.reranking import euclidean_distances
 
 __all__ = [
     "DISTANCES",
+    "RERANK",
+    "VARIANTS",
     "combined_distances",
+    "distances",
     "global_distances",
     "l2_normalize",
     "local_distances",
@@ -49,11 +56,13 @@ def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
         axis: the axis normalised.
 
     Returns:
-        Same shape and dtype as x.
+        Same shape and dtype as x; a vector with an infinite entry becomes NaN, without a
+        warning (`tf_reid.index.gallery.build` names such rows).
     """
     x = np.asarray(x)
     norm = np.sqrt(np.sum(x * x, axis=axis, keepdims=True))
-    return x / np.maximum(norm, _EPS).astype(x.dtype)
+    with np.errstate(invalid="ignore"):
+        return x / np.maximum(norm, _EPS).astype(x.dtype)
 
 
 def global_distances(
@@ -116,9 +125,8 @@ def local_distances(
             [0, tanh(1)].
         tile: most (query, gallery) images per tile inside a call.
         concurrency: calls run at once (threads). With the default block a Market-1501-size
-            query set is two calls of half the queries, run together: 6.0 s warm here, against
-            7.2 s for one call of all queries and 6.8 s for calls of 842 (2026-12-02, idle,
-            unit stripes).
+            query set is two calls of half the queries, run together, which is faster than one
+            call of all queries or more, smaller calls (BUILD.md has the figures).
 
     Returns:
         [Q, G] float32 distances.
@@ -185,36 +193,80 @@ def combined_distances(
     return out
 
 
-Features = Mapping[str, np.ndarray]
+def _global(a: SplitFeatures, b: SplitFeatures, normalize: bool,
+            local_weight: float) -> np.ndarray:
+    del local_weight
+    return global_distances(a.global_, b.global_, normalize)
 
 
-def _global(query: Features, gallery: Features, *, normalize_global: bool,
-            normalize_local: bool, local_weight: float, block: int) -> np.ndarray:
-    del normalize_local, local_weight
-    return global_distances(query["global"], gallery["global"], normalize_global, block=block)
+def _global_plus_local(a: SplitFeatures, b: SplitFeatures, normalize: bool,
+                       local_weight: float) -> np.ndarray:
+    if a.local is None or b.local is None:
+        raise ValueError("global+local needs local features; extract them with with_local=True")
+    return combined_distances(global_distances(a.global_, b.global_, normalize),
+                              local_distances(a.local, b.local), local_weight)
 
 
-def _local(query: Features, gallery: Features, *, normalize_global: bool,
-           normalize_local: bool, local_weight: float, block: int) -> np.ndarray:
-    del normalize_global, local_weight
-    return local_distances(query["local"], gallery["local"], block=block,
-                           normalize=normalize_local)
-
-
-def _global_plus_local(query: Features, gallery: Features, *, normalize_global: bool,
-                       normalize_local: bool, local_weight: float, block: int) -> np.ndarray:
-    return combined_distances(
-        global_distances(query["global"], gallery["global"], normalize_global, block=block),
-        local_distances(query["local"], gallery["local"], block=block, normalize=normalize_local),
-        local_weight,
-    )
-
-
-# name -> fn(query, gallery, *, normalize_global, normalize_local, local_weight, block) -> [Q, G]
-# float32, where query and gallery are the model's output dicts ("global": [N, D],
-# "local": [N, H, C]). A CLI offers sorted(DISTANCES).
-DISTANCES: dict[str, Callable[..., np.ndarray]] = {
+# name -> fn(a, b, normalize, local_weight) -> [A, B] float32 distances between the images of
+# two feature sets. normalize L2-normalises the global features (the inference descriptor of
+# the exported model); stripes are always normalised, as the reproductions do at test time.
+# local_weight weighs the aligned local distance in "global+local" (the paper adds: 1.0).
+DISTANCES: dict[str, Callable[[SplitFeatures, SplitFeatures, bool, float], np.ndarray]] = {
     "global": _global,
-    "local": _local,
     "global+local": _global_plus_local,
 }
+RERANK = "+rerank"  # suffix of a re-ranked distance's name
+# Every name `distances` may return, in report order.
+VARIANTS = tuple(v for name in DISTANCES for v in (name, name + RERANK))
+
+
+def _reranked(name: str, query: SplitFeatures, gallery: SplitFeatures, q_g: np.ndarray,
+              normalize: bool, local_weight: float, k1: int, k2: int,
+              lambda_value: float) -> np.ndarray:
+    """k-reciprocal re-ranking of distance `name`, whose query x gallery matrix is `q_g`."""
+    if name == "global":
+        # Euclidean distances can be recomputed from the features wherever re-ranking needs
+        # them, so no G x G matrix is ever held.
+        q, g = query.global_, gallery.global_
+        if normalize:
+            q, g = l2_normalize(q), l2_normalize(g)
+        return reranking.re_ranking_features(q, g, k1, k2, lambda_value)
+    pairwise = DISTANCES[name]
+    # The Q x Q and G x G matrices (for global+local: G^2 aligned distances, slow and G^2 x 4
+    # bytes on a large gallery).
+    return reranking.re_ranking(q_g, pairwise(query, query, normalize, local_weight),
+                                pairwise(gallery, gallery, normalize, local_weight),
+                                k1, k2, lambda_value)
+
+
+def distances(query: SplitFeatures, gallery: SplitFeatures, names: Sequence[str],
+              rerank: bool = False, normalize: bool = True, local_weight: float = 1.0,
+              k1: int = 20, k2: int = 6, lambda_value: float = 0.3) -> dict[str, np.ndarray]:
+    """Query x gallery distances [Q, G] of each named distance, and re-ranked if asked.
+
+    Args:
+        query, gallery: features of the two splits.
+        names: keys of `DISTANCES`.
+        rerank: add each one k-reciprocal re-ranked, as "<name>+rerank" (Zhong et al. 2017).
+        normalize: L2-normalise the global features first.
+        local_weight: weight of the local distance in "global+local".
+        k1, k2, lambda_value: re-ranking parameters.
+
+    Returns:
+        {name: [Q, G] float32}, in `VARIANTS` order.
+
+    Raises:
+        ValueError: an unknown name, or "global+local" without local features.
+    """
+    unknown = [name for name in names if name not in DISTANCES]
+    if unknown:
+        raise ValueError(f"unknown distance(s) {unknown}; known: {sorted(DISTANCES)}")
+    out = {}
+    for name in DISTANCES:
+        if name not in names:
+            continue
+        out[name] = DISTANCES[name](query, gallery, normalize, local_weight)
+        if rerank:
+            out[name + RERANK] = _reranked(name, query, gallery, out[name], normalize,
+                                           local_weight, k1, k2, lambda_value)
+    return out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tf_reid.evaluation.features_file import SplitFeatures
 from tf_reid.evaluation.metrics import _NO_MATCH, _validate
 
 POOLING_METHODS = ("mean", "max")
@@ -127,50 +128,36 @@ def evaluate_single_gallery_shot(
     return cmc, mean_ap
 
 
-def pool_tracklets(
-    features: np.ndarray,
-    tracklets: np.ndarray,
-    pids: np.ndarray,
-    camids: np.ndarray,
-    method: str = "mean",
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Pool frame features into one feature per tracklet (the MARS video protocol).
+def pool_tracklets(features: SplitFeatures, method: str = "mean") -> SplitFeatures:
+    """One item per tracklet: its frames' features pooled (the MARS video protocol).
 
     Zheng et al., "MARS: A Video Benchmark for Large-Scale Person Re-identification", ECCV 2016:
     a tracklet is represented by the average (here optionally the element-wise max) of its
-    frame features. Tracklets come out in order of first appearance in `tracklets`.
+    frame features. Global and local features are pooled element-wise. Tracklets come out in
+    order of first appearance, each with its pid, camera and first frame's path, and frame -1.
 
     Args:
-        features: [N, D] frame features.
-        tracklets: [N] tracklet id of each frame.
-        pids: [N] identity of each frame.
-        camids: [N] camera id of each frame.
-        method: "mean" or "max".
+      features: frame features of one split (N frames); every frame has a tracklet id (>= 0).
+      method: "mean" or "max".
 
     Returns:
-        (features [T, D], pids [T], camids [T], tracklet_ids [T]); pooled features keep a
-        floating input dtype, integer features are pooled in float64.
+      Features of the T tracklets: global_ [T, D], local [T, h, c] (None if the frames have
+      none), pids, camids, paths, tracklets [T], frames [T] all -1. Floating features keep
+      their dtype; integer ones are pooled in float64.
 
     Raises:
-        ValueError: on inconsistent shapes, an unknown method, no frames, or a tracklet whose
-            frames disagree on pid or camid.
+      ValueError: an unknown method, a frame with no tracklet (an image dataset), or a
+        tracklet whose frames disagree on pid or camid.
     """
-    features = np.asarray(features)
-    tracklets, pids, camids = np.asarray(tracklets), np.asarray(pids), np.asarray(camids)
     if method not in POOLING_METHODS:
         raise ValueError(f"method must be one of {POOLING_METHODS}, got {method!r}")
-    if features.ndim != 2:
-        raise ValueError(f"features must be 2-D [num_frames, dim], got shape {features.shape}")
-    num_frames = features.shape[0]
+    tracklets, pids, camids = features.tracklets, features.pids, features.camids
+    if (tracklets < 0).any():
+        raise ValueError("tracklet pooling needs video frames; these images have no tracklet "
+                         "(tracklet -1)")
+    num_frames = len(features)
     if num_frames == 0:
-        raise ValueError("features has no frames")
-    for name, arr in (("tracklets", tracklets), ("pids", pids), ("camids", camids)):
-        if arr.shape != (num_frames,):
-            raise ValueError(
-                f"{name} must have shape (num_frames={num_frames},), got {arr.shape}"
-            )
-    if not np.issubdtype(features.dtype, np.floating):
-        features = features.astype(np.float64)
+        raise ValueError("no frames to pool")
 
     _, first, inv = np.unique(tracklets, return_index=True, return_inverse=True)
     inv = inv.reshape(-1)
@@ -192,11 +179,20 @@ def pool_tracklets(
 
     order = np.argsort(inv, kind="stable")
     starts = np.flatnonzero(np.r_[True, np.diff(inv[order]) != 0])
-    if method == "mean":
-        sizes = np.diff(np.r_[starts, num_frames])
-        pooled = np.add.reduceat(features[order], starts, axis=0) / sizes[:, None].astype(
-            features.dtype
-        )
-    else:
-        pooled = np.maximum.reduceat(features[order], starts, axis=0)
-    return pooled, pids[first], camids[first], tracklets[first]
+    sizes = np.diff(np.r_[starts, num_frames])
+
+    def pool(values: np.ndarray) -> np.ndarray:
+        """[N, ...] frame values -> [T, ...] tracklet values, in a floating dtype."""
+        if not np.issubdtype(values.dtype, np.floating):
+            values = values.astype(np.float64)
+        if method == "mean":
+            sizes_shape = (-1,) + (1,) * (values.ndim - 1)
+            return np.add.reduceat(values[order], starts, axis=0) / sizes.reshape(
+                sizes_shape).astype(values.dtype)
+        return np.maximum.reduceat(values[order], starts, axis=0)
+
+    return SplitFeatures(
+        global_=pool(features.global_),
+        local=None if features.local is None else pool(features.local),
+        pids=pids[first], camids=camids[first], paths=features.paths[first],
+        tracklets=tracklets[first], frames=np.full(len(first), -1, np.int64))

@@ -88,17 +88,18 @@ def _evaluator(config: TrainConfig, student: AlignedReID, manifest: dict[str, An
     """A function computing query/gallery metrics of `student`, or None without those splits."""
     if not {"query", "gallery"} <= set(manifest["splits"]) or config.eval_every < 0:
         return None
-    from tf_reid.evaluation import extract  # the training loop does not need it otherwise
+    # The training loop does not need the evaluation package otherwise.
+    from tf_reid.evaluation import extract, report
 
     height, width = student.image_shape[:2]
-    predict = tf.function(lambda images: student(images, training=False))
+    predict = extract.keras_model_fn(student)
 
     def evaluate() -> dict[str, Any]:
         query, gallery = (extract.extract_split(
             predict, config.data_dir, split, height, width, config.eval_batch_size,
             flip=config.eval_flip, with_local=False, progress=config.progress)
             for split in ("query", "gallery"))
-        return extract.evaluate_features(query, gallery)
+        return report.evaluate_features(query, gallery)
 
     return evaluate
 

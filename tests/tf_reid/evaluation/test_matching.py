@@ -6,9 +6,13 @@ import numpy as np
 import pytest
 
 from tests.tf_reid.losses.references import reference_distance_matrix
+from tests.tf_reid.evaluation.conftest import features
+from tf_reid.evaluation import reranking
 from tf_reid.evaluation.matching import (
     DISTANCES,
+    VARIANTS,
     combined_distances,
+    distances,
     global_distances,
     l2_normalize,
     local_distances,
@@ -137,18 +141,39 @@ def test_combined_is_the_weighted_sum(weight):
 
 
 def test_registry_names_and_global_plus_local():
-    assert sorted(DISTANCES) == ["global", "global+local", "local"]
-    query = {"global": _features(21, 5, 8), "local": _features(22, 5, 4, 3)}
-    gallery = {"global": _features(23, 6, 8), "local": _features(24, 6, 4, 3)}
-    options = dict(normalize_global=True, normalize_local=True, local_weight=0.5, block=2)
-    global_dist = DISTANCES["global"](query, gallery, **options)
-    local_dist = DISTANCES["local"](query, gallery, **options)
-    np.testing.assert_allclose(global_dist, global_distances(query["global"], gallery["global"],
-                                                             normalize=True), atol=1e-6)
-    np.testing.assert_allclose(local_dist, loop_local(query["local"], gallery["local"], True),
+    assert list(DISTANCES) == ["global", "global+local"]
+    assert VARIANTS == ("global", "global+rerank", "global+local", "global+local+rerank")
+    # Query and gallery of one size: the aligned distances of q x g, q x q and g x g are one
+    # XLA program.
+    query = features(_features(21, 5, 8), _features(22, 5, 4, 3), pids=range(5), camids=[0] * 5)
+    gallery = features(_features(23, 5, 8), _features(24, 5, 4, 3), pids=range(5),
+                       camids=[1] * 5)
+    unit_q = query.global_ / np.linalg.norm(query.global_, axis=1, keepdims=True)
+    unit_g = gallery.global_ / np.linalg.norm(gallery.global_, axis=1, keepdims=True)
+    want_global = loop_global(unit_q, unit_g)
+    want_local = loop_local(query.local, gallery.local, True)
+    np.testing.assert_allclose(DISTANCES["global"](query, gallery, True, 0.5), want_global,
                                atol=1e-5)
-    np.testing.assert_allclose(DISTANCES["global+local"](query, gallery, **options),
-                               global_dist + 0.5 * local_dist, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(DISTANCES["global+local"](query, gallery, True, 0.5),
+                               want_global + 0.5 * want_local, atol=1e-5)
+    raw = DISTANCES["global"](query, gallery, False, 0.5)
+    np.testing.assert_allclose(raw, loop_global(query.global_, gallery.global_), atol=1e-5)
+
+    got = distances(query, gallery, ["global+local", "global"], rerank=True, normalize=False,
+                    local_weight=0.5, k1=3, k2=2)
+    assert list(got) == list(VARIANTS)
+    np.testing.assert_allclose(got["global"], raw, atol=1e-6)
+    # Re-ranked against the dense release on the same matrices (the global one computes its
+    # distances from the features).
+    for name in DISTANCES:
+        pairwise = DISTANCES[name]
+        dense = reranking.re_ranking_dense(
+            got[name], pairwise(query, query, False, 0.5), pairwise(gallery, gallery, False, 0.5),
+            k1=3, k2=2, lambda_value=0.3)
+        np.testing.assert_allclose(got[name + "+rerank"], dense, atol=1e-5)
+    assert list(distances(query, gallery, ["global"])) == ["global"]
+    with pytest.raises(ValueError, match="unknown distance"):
+        distances(query, gallery, ["local"])
 
 
 def test_rejects_bad_shapes_and_blocks():

@@ -5,35 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.tf_reid.evaluation.conftest import features, reference_single_gallery_shot
+from tf_reid.evaluation.features_file import SplitFeatures
 from tf_reid.evaluation.metrics import evaluate_rank
 from tf_reid.evaluation.protocols import evaluate_single_gallery_shot, pool_tracklets
-
-
-def reference_single_gallery_shot(distmat, q_pids, g_pids, q_camids, g_camids, max_rank, repeats, seed):
-    """The slow obvious twin: one query and one repeat at a time, same random keys as the fast one.
-
-    Per repeat it draws one uniform key per (query, gallery item) — the fast version's draw for
-    fewer than 256 queries — and samples, per pid, the non-junk item with the smallest key.
-    """
-    rng = np.random.default_rng(seed)
-    num_q, num_g = distmat.shape
-    keys = [rng.random((num_q, num_g)) for _ in range(repeats)]
-    cmc_sum, ap_sum, evaluated = np.zeros(max_rank), 0.0, 0
-    for q in range(num_q):
-        valid = [g for g in range(num_g) if not (g_pids[g] == q_pids[q] and g_camids[g] == q_camids[q])]
-        if not any(g_pids[g] == q_pids[q] for g in valid):
-            continue
-        evaluated += 1
-        for r in range(repeats):
-            sampled = []
-            for pid in sorted({g_pids[g] for g in valid}):
-                items = [g for g in valid if g_pids[g] == pid]
-                sampled.append(min(items, key=lambda g: keys[r][q, g]))
-            ranked = sorted(sampled, key=lambda g: (distmat[q, g], g))
-            rank = 1 + next(i for i, g in enumerate(ranked) if g_pids[g] == q_pids[q])
-            cmc_sum += np.arange(1, max_rank + 1) >= rank
-            ap_sum += 1.0 / rank
-    return cmc_sum / (evaluated * repeats), ap_sum / (evaluated * repeats)
 
 
 def random_problem(seed, num_q=12, num_g=40, num_pids=8, num_cams=3):
@@ -94,7 +69,8 @@ def test_sgs_equals_evaluate_rank_with_one_image_per_pid():
 def test_sgs_matches_loop_reference(seed):
     problem = random_problem(seed)
     cmc, mean_ap = evaluate_single_gallery_shot(*problem, max_rank=10, repeats=7, seed=seed)
-    ref_cmc, ref_ap = reference_single_gallery_shot(*problem, max_rank=10, repeats=7, seed=seed)
+    ref_cmc, ref_ap, _ = reference_single_gallery_shot(*problem, max_rank=10, repeats=7,
+                                                       seed=seed)
     np.testing.assert_allclose(cmc, ref_cmc, rtol=0, atol=1e-12)
     assert mean_ap == pytest.approx(ref_ap, abs=1e-12)
 
@@ -140,29 +116,43 @@ def test_sgs_shape_mismatch_raises():
         )
 
 
-def reference_pool(features, tracklets, pids, camids, method):
-    """The slow obvious twin: a dict of frame lists keyed by tracklet, in insertion order."""
-    frames = {}
+def frames(global_, tracklets, pids, camids, local=None) -> SplitFeatures:
+    """SplitFeatures of video frames f0, f1, ... (frame i of the whole list)."""
+    n = len(tracklets)
+    return SplitFeatures(np.asarray(global_), None if local is None else np.asarray(local),
+                         np.asarray(pids), np.asarray(camids),
+                         np.array([f"f{i}" for i in range(n)]), np.asarray(tracklets),
+                         np.arange(n, dtype=np.int64))
+
+
+def reference_pool(values, tracklets, method):
+    """The slow obvious twin: a dict of frame lists keyed by tracklet, in insertion order.
+
+    Returns (pooled values, the first frame of each tracklet, the tracklet ids)."""
+    members = {}
     for i, t in enumerate(tracklets):
-        frames.setdefault(t, []).append(i)
+        members.setdefault(t, []).append(i)
     reduce = np.mean if method == "mean" else np.max
-    pooled = np.stack([reduce(features[idx], axis=0) for idx in frames.values()])
-    firsts = [idx[0] for idx in frames.values()]
-    return pooled, pids[firsts], camids[firsts], np.array(list(frames))
+    pooled = np.stack([reduce(values[idx], axis=0) for idx in members.values()])
+    return pooled, [idx[0] for idx in members.values()], np.array(list(members))
 
 
 def test_pool_tracklets_hand_worked():
-    features = np.array([[1.0, 0.0], [0.0, 4.0], [3.0, 2.0], [2.0, 6.0]])
-    tracklets = np.array([9, 4, 9, 4])  # 9 appears first, though 4 < 9
-    pids = np.array([1, 2, 1, 2])
-    camids = np.array([0, 3, 0, 3])
-    pooled, t_pids, t_camids, t_ids = pool_tracklets(features, tracklets, pids, camids)
-    np.testing.assert_array_equal(pooled, [[2.0, 1.0], [1.0, 5.0]])
-    np.testing.assert_array_equal(t_pids, [1, 2])
-    np.testing.assert_array_equal(t_camids, [0, 3])
-    np.testing.assert_array_equal(t_ids, [9, 4])
-    pooled_max, *_ = pool_tracklets(features, tracklets, pids, camids, method="max")
-    np.testing.assert_array_equal(pooled_max, [[3.0, 2.0], [2.0, 6.0]])
+    # Frames of tracklet 9 (pid 1, cam 0) and 4 (pid 2, cam 3), interleaved: 9 appears first,
+    # though 4 < 9. Local stripes [[0, 1]], [[4, 5]] for 9; [[2, 3]], [[6, 7]] for 4.
+    split = frames([[1.0, 0.0], [0.0, 4.0], [3.0, 2.0], [2.0, 6.0]], [9, 4, 9, 4],
+                   [1, 2, 1, 2], [0, 3, 0, 3], local=np.arange(8.0).reshape(4, 1, 2))
+    got = pool_tracklets(split)
+    np.testing.assert_array_equal(got.global_, [[2.0, 1.0], [1.0, 5.0]])
+    np.testing.assert_array_equal(got.local, [[[2.0, 3.0]], [[4.0, 5.0]]])
+    assert got.pids.tolist() == [1, 2] and got.camids.tolist() == [0, 3]
+    assert got.tracklets.tolist() == [9, 4] and got.frames.tolist() == [-1, -1]
+    assert got.paths.tolist() == ["f0", "f1"]  # each tracklet's first frame
+    pooled_max = pool_tracklets(split, method="max")
+    np.testing.assert_array_equal(pooled_max.global_, [[3.0, 2.0], [2.0, 6.0]])
+    np.testing.assert_array_equal(pooled_max.local, [[[4.0, 5.0]], [[6.0, 7.0]]])
+    assert pool_tracklets(frames(split.global_, [9, 4, 9, 4], [1, 2, 1, 2],
+                                 [0, 3, 0, 3])).local is None
 
 
 @pytest.mark.parametrize("method", ["mean", "max"])
@@ -173,39 +163,42 @@ def test_pool_tracklets_matches_loop_reference(method):
     t_camids = rng.integers(0, 6, num_tracklets)
     tracklet_ids = rng.permutation(1000)[:num_tracklets]
     which = rng.integers(0, num_tracklets, num_frames)
-    tracklets, pids, camids = tracklet_ids[which], t_pids[which], t_camids[which]
-    features = rng.normal(size=(num_frames, 8)).astype(np.float32)
-    got = pool_tracklets(features, tracklets, pids, camids, method=method)
-    ref = reference_pool(features, tracklets, pids, camids, method)
-    np.testing.assert_allclose(got[0], ref[0], rtol=1e-5, atol=1e-6)
-    assert got[0].dtype == np.float32
-    for g, r in zip(got[1:], ref[1:]):
-        np.testing.assert_array_equal(g, r)
+    split = frames(rng.normal(size=(num_frames, 8)).astype(np.float32), tracklet_ids[which],
+                   t_pids[which], t_camids[which],
+                   local=rng.normal(size=(num_frames, 3, 4)).astype(np.float32))
+    got = pool_tracklets(split, method=method)
+    pooled, first, ids = reference_pool(split.global_, split.tracklets, method)
+    np.testing.assert_allclose(got.global_, pooled, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got.local, reference_pool(split.local, split.tracklets, method)[0],
+                               rtol=1e-5, atol=1e-6)
+    assert got.global_.dtype == got.local.dtype == np.float32
+    np.testing.assert_array_equal(got.tracklets, ids)
+    for field in ("pids", "camids", "paths"):
+        np.testing.assert_array_equal(getattr(got, field), getattr(split, field)[first])
 
 
 def test_pool_tracklets_integer_features_pooled_as_float():
-    pooled, *_ = pool_tracklets(np.array([[1], [2]]), np.array([0, 0]), np.array([5, 5]), np.array([1, 1]))
+    pooled = pool_tracklets(frames(np.array([[1], [2]]), [0, 0], [5, 5], [1, 1])).global_
     assert pooled.dtype == np.float64
     np.testing.assert_array_equal(pooled, [[1.5]])
 
 
 @pytest.mark.parametrize("field", ["pid", "camid"])
 def test_pool_tracklets_mismatch_raises(field):
-    features = np.zeros((3, 2))
-    tracklets = np.array([0, 1, 0])
     pids, camids = np.array([1, 2, 1]), np.array([0, 0, 0])
     if field == "pid":
         pids[2] = 3
     else:
         camids[2] = 4
     with pytest.raises(ValueError, match=f"tracklet 0 has frames with different {field}s"):
-        pool_tracklets(features, tracklets, pids, camids)
+        pool_tracklets(frames(np.zeros((3, 2)), [0, 1, 0], pids, camids))
 
 
 def test_pool_tracklets_bad_arguments_raise():
     with pytest.raises(ValueError, match="method"):
-        pool_tracklets(np.zeros((1, 2)), np.array([0]), np.array([0]), np.array([0]), method="median")
-    with pytest.raises(ValueError, match="camids"):
-        pool_tracklets(np.zeros((2, 2)), np.array([0, 0]), np.array([0, 0]), np.array([0]))
-    with pytest.raises(ValueError, match="2-D"):
-        pool_tracklets(np.zeros(2), np.array([0, 0]), np.array([0, 0]), np.array([0, 0]))
+        pool_tracklets(frames(np.zeros((1, 2)), [0], [0], [0]), method="median")
+    with pytest.raises(ValueError, match="no tracklet"):
+        pool_tracklets(features([[0, 0]], pids=[1], camids=[0]))
+    with pytest.raises(ValueError, match="no frames"):
+        pool_tracklets(frames(np.zeros((0, 2)), np.zeros(0, np.int64), np.zeros(0, np.int64),
+                              np.zeros(0, np.int64)))

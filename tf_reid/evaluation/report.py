@@ -1,0 +1,78 @@
+"""Retrieval metrics of every requested distance, as JSON-ready numbers and a printable table.
+
+`evaluate_features` ranks the gallery for every query with the global distance and, optionally,
+AlignedReID's global + local distance (Zhang et al. 2017, arXiv:1711.08184, Sec. 4), each
+optionally k-reciprocal re-ranked (`matching.distances`), and scores each with
+`metrics.evaluate_rank`.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from tf_reid.evaluation import matching, metrics
+from tf_reid.evaluation.features_file import SplitFeatures
+
+_RANKS = (1, 5, 10)
+_COLUMNS = (("rank-1", "rank1"), ("rank-5", "rank5"), ("rank-10", "rank10"), ("mAP", "mAP"),
+            ("mINP", "mINP"))
+
+
+def _rank_metrics(distmat: np.ndarray, query: SplitFeatures, gallery: SplitFeatures,
+                 max_rank: int = 50) -> dict[str, float | int]:
+    """Rank-1/5/10, mAP and mINP (fractions in [0, 1]) of one [Q, G] distance matrix.
+
+    Same-pid same-camera gallery items are junk for a query; queries with no match left are
+    skipped and counted in "skipped_queries" (`metrics.evaluate_rank`).
+
+    Returns:
+      {"rank1", "rank5", "rank10", "mAP", "mINP" (fractions), "num_query",
+      "skipped_queries" (ints)}, plain Python numbers.
+    """
+    if max_rank < max(_RANKS):
+        raise ValueError(f"max_rank must be >= {max(_RANKS)}, got {max_rank}")
+    details = metrics.evaluate_rank(distmat, query.pids, gallery.pids, query.camids,
+                                    gallery.camids, max_rank=max_rank, return_details=True)
+    result: dict[str, float | int] = {f"rank{k}": float(details["cmc"][k - 1]) for k in _RANKS}
+    result.update(mAP=float(details["mAP"]), mINP=float(details["mINP"]),
+                  num_query=int(distmat.shape[0]), skipped_queries=int(details["num_skipped"]))
+    return result
+
+
+def evaluate_features(query: SplitFeatures, gallery: SplitFeatures, local: bool = False,
+                      rerank: bool = False, max_rank: int = 50, normalize: bool = True,
+                      local_weight: float = 1.0, k1: int = 20, k2: int = 6,
+                      lambda_value: float = 0.3) -> dict[str, dict[str, float | int]]:
+    """Retrieval metrics of query against gallery for every requested distance.
+
+    Args:
+      query, gallery: features of the two splits.
+      local: also the "global+local" distance (needs local features).
+      rerank, normalize, local_weight, k1, k2, lambda_value: as `matching.distances`.
+      max_rank: length of the CMC curve (>= 10).
+
+    Returns:
+      {variant: `_rank_metrics` dict} for "global", and "global+local" with `local`, each also
+      re-ranked ("global+rerank", "global+local+rerank") with `rerank`, in `matching.VARIANTS`
+      order.
+    """
+    names = ("global", "global+local") if local else ("global",)
+    distances = matching.distances(query, gallery, names, rerank, normalize, local_weight, k1,
+                                   k2, lambda_value)
+    return {name: _rank_metrics(d, query, gallery, max_rank)
+            for name, d in distances.items()}
+
+
+def metrics_table(results: Mapping[str, Mapping[str, float | int]]) -> list[str]:
+    """`evaluate_features`' result as printable lines, metrics in %."""
+    width = max(len("distance"), *(len(name) for name in results))
+    lines = [f"{'distance':{width}}" + "".join(f" {title:>8}" for title, _ in _COLUMNS)]
+    for name, row in results.items():
+        lines.append(f"{name:{width}}" + "".join(f" {100 * row[key]:8.2f}" for _, key in _COLUMNS))
+    # Junk and matches depend on pids and cameras only, so every row skips the same queries.
+    first = next(iter(results.values()))
+    lines.append(f"queries: {first['num_query']}, skipped (no cross-camera match): "
+                 f"{first['skipped_queries']}")
+    return lines
