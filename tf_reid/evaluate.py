@@ -4,6 +4,9 @@ Evaluates a trained student on the query and gallery splits: rank-1/5/10, mAP an
 global distance and, with --local, AlignedReID's global + local distance, each also k-reciprocal
 re-ranked with --rerank. Prints a table and writes eval.json (default: WORKDIR/eval.json).
 `--features=F.npz` evaluates features saved earlier with --save_features, without a model.
+The protocol is the one the TFRecords' manifest records: multi-shot, or for CUHK03 converted
+with `--protocol classic` single-gallery-shot (10 seeded random gallery samplings; re-ranking
+runs on the whole gallery before the sampling). A features file carries it along.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from absl import app, flags  # noqa: E402
 from tf_reid.evaluation import extract, features_file, protocols, report  # noqa: E402
 from tf_reid.evaluation.features_file import SplitFeatures  # noqa: E402
 from tf_reid.training import workdir as workdir_lib  # noqa: E402
+from tfrecords_builder import writer  # noqa: E402
 from tfrecords_builder.records import DatasetError  # noqa: E402
 from tools.cli import run_reporting  # noqa: E402
 
@@ -55,7 +59,8 @@ EVAL_FILE = "eval.json"
 
 
 def features_from_model(workdir: str) -> tuple[SplitFeatures, SplitFeatures, dict[str, Any]]:
-    """Extracts query and gallery features with the workdir's student; returns also metadata."""
+    """Extracts query and gallery features with the workdir's student; returns also metadata
+    (with the protocol's "single_gallery_shot" settings when the manifest calls for them)."""
     model = workdir_lib.load_student(workdir, FLAGS.which, FLAGS.student)
     height, width = model.image_shape[:2]
     data_dir = FLAGS.data_dir or workdir_lib.read_model_config(workdir).get("data_dir")
@@ -72,6 +77,9 @@ def features_from_model(workdir: str) -> tuple[SplitFeatures, SplitFeatures, dic
                 "which": FLAGS.which, "student": FLAGS.student, "flip": FLAGS.flip,
                 "checkpoint": workdir_lib.checkpoint_path(workdir, FLAGS.which),
                 "height": height, "width": width}
+    single_gallery_shot = protocols.single_gallery_shot(writer.read_manifest(data_dir))
+    if single_gallery_shot is not None:
+        metadata[protocols.SINGLE_GALLERY_SHOT_KEY] = single_gallery_shot
     return query, gallery, metadata
 
 
@@ -100,14 +108,21 @@ def evaluate() -> list[str]:
                           for f in (query, gallery))
         lines.append(f"pooled per tracklet ({FLAGS.tracklet_pooling}): query {len(query)}, "
                      f"gallery {len(gallery)} tracklets")
+    single_gallery_shot = metadata.get(protocols.SINGLE_GALLERY_SHOT_KEY)
+    if single_gallery_shot is not None:
+        lines.append(f"single-gallery-shot (CUHK03 classic): {single_gallery_shot['repeats']} "
+                     f"random gallery samplings, seed {single_gallery_shot['seed']}")
     results = report.evaluate_features(
         query, gallery, local=FLAGS.local, rerank=FLAGS.rerank, max_rank=FLAGS.max_rank,
         normalize=FLAGS.normalize, local_weight=FLAGS.local_weight, k1=FLAGS.rerank_k1,
-        k2=FLAGS.rerank_k2, lambda_value=FLAGS.rerank_lambda)
+        k2=FLAGS.rerank_k2, lambda_value=FLAGS.rerank_lambda,
+        single_gallery_shot=single_gallery_shot)
     options = {"local": FLAGS.local, "rerank": FLAGS.rerank, "normalize": FLAGS.normalize,
                "local_weight": FLAGS.local_weight, "max_rank": FLAGS.max_rank,
                "rerank_k1": FLAGS.rerank_k1, "rerank_k2": FLAGS.rerank_k2,
                "rerank_lambda": FLAGS.rerank_lambda, "tracklet_pooling": FLAGS.tracklet_pooling}
+    if single_gallery_shot is not None:
+        options[protocols.SINGLE_GALLERY_SHOT_KEY] = single_gallery_shot
     workdir_lib.write_json(output, {"metrics": results, "options": options, "source": metadata})
     return lines + report.metrics_table(results) + [f"wrote {output}"]
 

@@ -5,7 +5,9 @@ Draws what the retrieval looks like, from features saved by `tf_reid.evaluate --
   ranks.png  one row per query: the query image, then its top-k gallery images in rank order
              (same-pid same-camera junk left out, as in evaluation); green border = same pid,
              red = another pid.
-  cmc.png    the CMC curve (matching rate against rank 1..max_rank) of every distance shown.
+  cmc.png    the CMC curve (matching rate against rank 1..max_rank) of every distance shown,
+             under the protocol the features file records (single-gallery-shot for CUHK03
+             classic, as `tf_reid.evaluate` scores it; ranks.png still shows the whole gallery).
 
 Images are read back from the TFRecords in --data_dir (default: the data_dir the features were
 extracted from). Layout of ranks.png, in pixels, for cells of --cell_height x --cell_width:
@@ -26,7 +28,7 @@ if __name__ == "__main__":
 
 import io  # noqa: E402
 import os  # noqa: E402
-from typing import Mapping, Sequence  # noqa: E402
+from typing import Any, Mapping, Sequence  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -34,7 +36,7 @@ from absl import app, flags  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
 from tf_reid.data.tfrecords import shard_files  # noqa: E402
-from tf_reid.evaluation import features_file, matching, metrics  # noqa: E402
+from tf_reid.evaluation import features_file, matching, protocols  # noqa: E402
 from tf_reid.evaluation.features_file import SplitFeatures  # noqa: E402
 from tfrecords_builder import features  # noqa: E402
 from tfrecords_builder.records import DatasetError  # noqa: E402
@@ -208,6 +210,16 @@ def cmc_plot(curves: Mapping[str, np.ndarray], max_rank: int) -> Image.Image:
     return canvas
 
 
+def cmc_curves(distances: Mapping[str, np.ndarray], query: SplitFeatures,
+               gallery: SplitFeatures, max_rank: int, metadata: Mapping[str, Any]
+               ) -> dict[str, np.ndarray]:
+    """Each [Q, G] distance's CMC curve [max_rank] under the protocol `metadata` (a features
+    file's) records: single-gallery-shot when it has its settings, else multi-shot."""
+    single_gallery_shot = metadata.get(protocols.SINGLE_GALLERY_SHOT_KEY)
+    return {name: protocols.score(d, query, gallery, max_rank, single_gallery_shot)["cmc"]
+            for name, d in distances.items()}
+
+
 def visualize() -> list[str]:
     if FLAGS.top_k < 1 or FLAGS.num_queries < 1 or FLAGS.max_rank < 1:
         raise DatasetError("--top_k, --num_queries and --max_rank must be positive")
@@ -235,9 +247,7 @@ def visualize() -> list[str]:
     ranks_path = os.path.join(FLAGS.output_dir, "ranks.png")
     ranks_grid(rows, query, gallery, query_images, gallery_images, FLAGS.top_k, FLAGS.cell_height,
                FLAGS.cell_width).save(ranks_path)
-    curves = {n: metrics.evaluate_rank(d, query.pids, gallery.pids, query.camids, gallery.camids,
-                                       max_rank=FLAGS.max_rank)[0]
-              for n, d in distances.items()}
+    curves = cmc_curves(distances, query, gallery, FLAGS.max_rank, metadata)
     cmc_path = os.path.join(FLAGS.output_dir, "cmc.png")
     cmc_plot(curves, FLAGS.max_rank).save(cmc_path)
     rank1 = ", ".join(f"{n} rank-1 {100 * c[0]:.1f}%" for n, c in curves.items())

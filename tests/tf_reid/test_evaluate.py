@@ -1,4 +1,5 @@
-"""The evaluation CLI end to end: a tiny workdir on synthetic TFRecords, saved features, errors."""
+"""The evaluation CLI end to end: a tiny workdir on synthetic TFRecords, saved features, errors,
+and the same images as CUHK03-classic TFRecords, scored single-gallery-shot."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO
-from tests.tf_reid.evaluation.conftest import make_tfrecords, make_workdir, tiny_model
-from tf_reid.evaluation import extract, features_file
+from tests.tf_reid.evaluation.conftest import (make_classic_tfrecords, make_tfrecords,
+                                               make_workdir, reference_single_gallery_shot,
+                                               tiny_model)
+from tf_reid.evaluation import extract, features_file, reranking
 from tf_reid.training.workdir import load_students
 
 NOISE = ("absl::InitializeLog", "cudart_stub", "cuInit", "cpu_feature_guard", "oneDNN")
@@ -32,24 +35,30 @@ def finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory):
-    """Runs the CLI on a tiny workdir (and, meanwhile, on a missing one); then on its features.
+    """Runs the CLI on a tiny workdir (and, meanwhile, on a missing one, and with the same model
+    on CUHK03-classic TFRecords of the same images); then on its features.
 
-    The command lines overlap in time (each spends seconds importing TensorFlow); the last one,
-    evaluating the saved features, is left running for the test that reads it.
+    The command lines overlap in time (each spends seconds importing TensorFlow); the last two,
+    evaluating the saved features and the classic TFRecords, are left running for the tests
+    that read them.
     """
     root = tmp_path_factory.mktemp("evaluate")
     data_dir = make_tfrecords(str(root))
+    classic_dir = make_classic_tfrecords(str(root))
     workdir = make_workdir(str(root), data_dir, tiny_model())
     features = root / "features.npz"
     missing = start(f"--workdir={root / 'nothing'}")
+    classic = start(f"--workdir={workdir}", f"--data_dir={classic_dir}", "--rerank",
+                    "--rerank_k1=4", "--rerank_k2=2", f"--save_features={root / 'classic.npz'}",
+                    f"--output={root / 'classic.json'}", "--batch_size=24", "--noprogress")
     result = finish(start(f"--workdir={workdir}", "--flip", "--local", "--rerank",
                           "--rerank_k1=4", "--rerank_k2=2", f"--save_features={features}",
                           "--batch_size=5"))
     assert result.returncode == 0, result.stderr
     again = start(f"--features={features}", "--local", f"--output={root / 'again.json'}")
     yield {"root": root, "workdir": workdir, "features": features, "result": result,
-           "again": again, "missing": missing}
-    for process in (again, missing):  # reaped even when the tests reading them were skipped
+           "again": again, "missing": missing, "classic": classic}
+    for process in (again, missing, classic):  # reaped even when their tests were skipped
         process.wait(timeout=300)
         process.stdout.close()
         process.stderr.close()
@@ -86,6 +95,7 @@ def test_saved_features_are_the_restored_models_and_round_trip(evaluated):
     assert query.local.shape == (8, 4, 128)
     metadata = features_file.load_metadata(str(features))
     assert metadata["data_dir"] == str(root / "data") and metadata["flip"] is True
+    assert "single_gallery_shot" not in metadata  # synthetic data: multi-shot
     # The same numbers as extracting here with the checkpoint restored by the library.
     model_fn = extract.keras_model_fn(load_students(str(workdir))[0])
     want = extract.extract_split(model_fn, str(root / "data"), "gallery", 32, 16, flip=True,
@@ -111,3 +121,49 @@ def test_a_missing_workdir_is_one_error_line(evaluated):
     assert result.stderr.strip().splitlines() == [f"error: {nothing}: no such workdir"]
     assert result.stdout == ""
 
+
+def loop_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Euclidean distances of L2-normalised rows, one pair at a time, in float64."""
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return np.array([[np.sqrt(np.sum((x - y) ** 2)) for y in b] for x in a.astype(np.float64)])
+
+
+def test_cuhk03_classic_is_scored_single_gallery_shot(evaluated):
+    root = evaluated["root"]
+    result = finish(evaluated["classic"])
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:3] == ["query 24 images, gallery 24 images", f"wrote {root / 'classic.npz'}",
+                         "single-gallery-shot (CUHK03 classic): 10 random gallery samplings, "
+                         "seed 0"]
+    report = json.loads((root / "classic.json").read_text())
+    # torchreid's eval_cuhk03 protocol: 10 samplings, here seeded for reproducible numbers.
+    settings = {"repeats": 10, "seed": 0}
+    assert report["options"]["single_gallery_shot"] == settings
+    assert list(report["metrics"]) == ["global", "global+rerank"]
+    # The saved features carry the protocol, so --features evaluates them the same way.
+    assert features_file.load_metadata(str(root / "classic.npz"))["single_gallery_shot"] == \
+        settings
+
+    # The numbers of the slow per-query reference, on distances computed here from the saved
+    # features (the whole query and gallery sets re-ranked first, then sampled).
+    query, gallery = (features_file.load(str(root / "classic.npz"), s)
+                      for s in ("query", "gallery"))
+    np.testing.assert_array_equal(query.paths, gallery.paths)  # every test image is both
+    ids = (query.pids, gallery.pids, query.camids, gallery.camids)
+    dist = loop_distances(query.global_, gallery.global_)
+    reranked = reranking.re_ranking_dense(
+        dist.astype(np.float32), loop_distances(query.global_, query.global_).astype(np.float32),
+        loop_distances(gallery.global_, gallery.global_).astype(np.float32), k1=4, k2=2,
+        lambda_value=0.3)
+    for name in report["metrics"]:
+        # Four test identities, one image of each sampled: every match is within rank 4.
+        assert report["metrics"][name]["rank5"] == 1.0
+    for name, matrix in (("global", dist), ("global+rerank", reranked)):
+        cmc, mean_ap, evaluated_queries = reference_single_gallery_shot(matrix, *ids, 50,
+                                                                        **settings)
+        assert evaluated_queries == 24
+        assert report["metrics"][name] == pytest.approx({
+            "rank1": cmc[0], "rank5": cmc[4], "rank10": cmc[9], "mAP": mean_ap,
+            "mINP": mean_ap, "num_query": 24, "skipped_queries": 0}, abs=1e-9), name

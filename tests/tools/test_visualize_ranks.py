@@ -10,11 +10,13 @@ from PIL import Image
 
 from tests.conftest import REPO, write_images
 from tests.tf_reid.data.test_pk import colour_png
-from tests.tf_reid.evaluation.conftest import A, B, features
-from tf_reid.evaluation import features_file
+from tests.tf_reid.evaluation.conftest import (A, B, features, hand_built_features,
+                                                reference_single_gallery_shot)
+from tf_reid.evaluation import features_file, metrics
 from tf_reid.evaluation.features_file import SplitFeatures
 from tfrecords_builder import writer
 from tfrecords_builder.records import Record, Split
+from tools.visualize_ranks import cmc_curves
 
 GREEN, RED, QUERY_GREY = (0, 170, 0), (220, 0, 0), (40, 40, 40)
 CURVE = (31, 119, 180)
@@ -86,3 +88,19 @@ def test_ranks_and_cmc_pictures(tmp_path):
     assert tuple(cmc[30, 459]) == CURVE
     assert tuple(cmc[309, 200]) == (0, 0, 0)  # the x axis
 
+
+def test_cmc_curves_follow_the_protocol_the_features_file_records():
+    query, gallery = hand_built_features()
+    distmat = np.abs(query.global_[:, :1] - gallery.global_[:, 0][None, :])
+    ids = (query.pids, gallery.pids, query.camids, gallery.camids)
+    multi = cmc_curves({"global": distmat}, query, gallery, 10, {"data_dir": "x"})
+    np.testing.assert_array_equal(multi["global"], metrics.evaluate_rank(distmat, *ids, 10)[0])
+    settings = {"repeats": 10, "seed": 0}
+    sampled = cmc_curves({"global": distmat}, query, gallery, 10,
+                         {"single_gallery_shot": settings})
+    want, _, _ = reference_single_gallery_shot(distmat, *ids, 10, **settings)
+    np.testing.assert_allclose(sampled["global"], want, rtol=0, atol=1e-12)
+    # Multi-shot: q0's first match is second, q1's first. Sampled, q1's match is third whenever
+    # g1 rather than g4 is drawn for pid 2 (see test_protocols.test_score_follows_the_protocol).
+    np.testing.assert_array_equal(multi["global"][:3], [0.5, 1.0, 1.0])
+    assert sampled["global"][1] < 1.0

@@ -1,17 +1,30 @@
 """Dataset-specific evaluation protocols: CUHK03 single-gallery-shot CMC and MARS tracklet pooling.
 
 NumPy in, NumPy out; no TensorFlow. The plain multi-shot protocol lives in `metrics.py`
-(`evaluate_rank`); this module holds the protocol quirks that do not fit it.
+(`evaluate_rank`); this module holds the protocol quirks that do not fit it, and picks the
+protocol a dataset's manifest records: `single_gallery_shot(manifest)` gives the settings of
+`evaluate_single_gallery_shot` for CUHK03 converted with `--protocol classic` (None otherwise),
+and `score` ranks a distance matrix under those settings or, without them, multi-shot.
 """
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import numpy as np
 
 from tf_reid.evaluation.features_file import SplitFeatures
-from tf_reid.evaluation.metrics import _NO_MATCH, _validate
+from tf_reid.evaluation.metrics import _NO_MATCH, _validate, evaluate_rank
 
 POOLING_METHODS = ("mean", "max")
+# The classic CUHK03 evaluation (Li et al. 2014; torchreid's `eval_cuhk03`) averages 10 random
+# gallery samplings; a fixed seed makes a run's numbers reproducible and every distance of a
+# run scored on the same samples (the draws depend on the matrix shape only).
+SINGLE_GALLERY_SHOT_REPEATS = 10
+SINGLE_GALLERY_SHOT_SEED = 0
+# Key of those settings in a features file's metadata and in eval.json's options; absent under
+# the multi-shot protocol.
+SINGLE_GALLERY_SHOT_KEY = "single_gallery_shot"
 
 # Queries ranked at once; bounds the [block, num_gallery] working arrays like `evaluate_rank`.
 _BLOCK = 256
@@ -58,7 +71,8 @@ def evaluate_single_gallery_shot(
     max_rank: int = 50,
     repeats: int = 10,
     seed: int = 0,
-) -> tuple[np.ndarray, float]:
+    return_details: bool = False,
+) -> tuple[np.ndarray, float] | dict[str, Any]:
     """CMC and mAP under the CUHK03 classic single-gallery-shot protocol (smaller distance = better).
 
     Protocol (Li et al., "DeepReID", CVPR 2014; torchreid's `eval_cuhk03`), per query: gallery
@@ -84,9 +98,12 @@ def evaluate_single_gallery_shot(
         max_rank: length of the returned CMC curve.
         repeats: number of random gallery samplings.
         seed: seed of the `numpy.random.Generator` drawing the samples.
+        return_details: return a dict instead of (cmc, mAP).
 
     Returns:
-        (cmc [max_rank] float64, mAP float).
+        (cmc [max_rank] float64, mAP float), or with `return_details` a dict with keys "cmc",
+        "mAP", "mINP" (with one true match INP = 1 / r = AP, so mINP equals mAP),
+        "num_evaluated" and "num_skipped", as `metrics.evaluate_rank` gives them.
 
     Raises:
         ValueError: on inconsistent shapes or arguments, or when no query has a match.
@@ -125,7 +142,50 @@ def evaluate_single_gallery_shot(
     counts = np.bincount(np.minimum(ranks.ravel(), max_rank + 1), minlength=max_rank + 2)
     cmc = np.cumsum(counts[1 : max_rank + 1]) / ranks.size
     mean_ap = float((1.0 / ranks).mean())
-    return cmc, mean_ap
+    if not return_details:
+        return cmc, mean_ap
+    return {"cmc": cmc, "mAP": mean_ap, "mINP": mean_ap, "num_evaluated": num_evaluated,
+            "num_skipped": num_q - num_evaluated}
+
+
+def single_gallery_shot(manifest: Mapping[str, Any]) -> dict[str, int] | None:
+    """The `evaluate_single_gallery_shot` settings ("repeats", "seed") the dataset's protocol
+    calls for, or None for the multi-shot protocol of `metrics.evaluate_rank`.
+
+    Only CUHK03 under the classic protocol (`tfrecords_builder.cuhk03`, recorded in the manifest
+    as dataset "cuhk03", protocol {"protocol": "classic", ...}) is scored single-gallery-shot.
+
+    Args:
+      manifest: a `tools.build_tfrecords` manifest.json, as `writer.read_manifest` returns it.
+    """
+    if (manifest.get("dataset") == "cuhk03"
+            and manifest.get("protocol", {}).get("protocol") == "classic"):
+        return {"repeats": SINGLE_GALLERY_SHOT_REPEATS, "seed": SINGLE_GALLERY_SHOT_SEED}
+    return None
+
+
+def score(distmat: np.ndarray, query: SplitFeatures, gallery: SplitFeatures, max_rank: int,
+          single_gallery_shot: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """CMC, mAP and mINP of a [Q, G] distance matrix under the dataset's protocol.
+
+    Args:
+      distmat: [Q, G] distances (smaller = better), e.g. one of `matching.distances`.
+      query, gallery: the features the matrix was computed from (pids and camids are used).
+      max_rank: length of the CMC curve.
+      single_gallery_shot: settings from `single_gallery_shot(manifest)`; None scores
+        multi-shot (`metrics.evaluate_rank`).
+
+    Returns:
+      {"cmc": [max_rank] float64, "mAP", "mINP", "num_evaluated", "num_skipped", ...} as
+      `evaluate_rank(..., return_details=True)` or `evaluate_single_gallery_shot(...,
+      return_details=True)` returns it.
+    """
+    ids = (query.pids, gallery.pids, query.camids, gallery.camids)
+    if single_gallery_shot is None:
+        return evaluate_rank(distmat, *ids, max_rank=max_rank, return_details=True)
+    return evaluate_single_gallery_shot(distmat, *ids, max_rank=max_rank,
+                                        repeats=single_gallery_shot["repeats"],
+                                        seed=single_gallery_shot["seed"], return_details=True)
 
 
 def pool_tracklets(features: SplitFeatures, method: str = "mean") -> SplitFeatures:

@@ -2,8 +2,8 @@
 
 `evaluate_features` ranks the gallery for every query with the global distance and, optionally,
 AlignedReID's global + local distance (Zhang et al. 2017, arXiv:1711.08184, Sec. 4), each
-optionally k-reciprocal re-ranked (`matching.distances`), and scores each with
-`metrics.evaluate_rank`.
+optionally k-reciprocal re-ranked (`matching.distances`), and scores each under the dataset's
+protocol (`protocols.score`: multi-shot, or CUHK03 classic's single-gallery-shot).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Mapping
 
 import numpy as np
 
-from tf_reid.evaluation import matching, metrics
+from tf_reid.evaluation import matching, protocols
 from tf_reid.evaluation.features_file import SplitFeatures
 
 _RANKS = (1, 5, 10)
@@ -21,11 +21,14 @@ _COLUMNS = (("rank-1", "rank1"), ("rank-5", "rank5"), ("rank-10", "rank10"), ("m
 
 
 def _rank_metrics(distmat: np.ndarray, query: SplitFeatures, gallery: SplitFeatures,
-                 max_rank: int = 50) -> dict[str, float | int]:
+                 max_rank: int = 50, single_gallery_shot: Mapping[str, int] | None = None
+                 ) -> dict[str, float | int]:
     """Rank-1/5/10, mAP and mINP (fractions in [0, 1]) of one [Q, G] distance matrix.
 
     Same-pid same-camera gallery items are junk for a query; queries with no match left are
-    skipped and counted in "skipped_queries" (`metrics.evaluate_rank`).
+    skipped and counted in "skipped_queries". `single_gallery_shot` (settings of
+    `protocols.single_gallery_shot`) scores under CUHK03 classic's protocol instead of
+    multi-shot.
 
     Returns:
       {"rank1", "rank5", "rank10", "mAP", "mINP" (fractions), "num_query",
@@ -33,8 +36,7 @@ def _rank_metrics(distmat: np.ndarray, query: SplitFeatures, gallery: SplitFeatu
     """
     if max_rank < max(_RANKS):
         raise ValueError(f"max_rank must be >= {max(_RANKS)}, got {max_rank}")
-    details = metrics.evaluate_rank(distmat, query.pids, gallery.pids, query.camids,
-                                    gallery.camids, max_rank=max_rank, return_details=True)
+    details = protocols.score(distmat, query, gallery, max_rank, single_gallery_shot)
     result: dict[str, float | int] = {f"rank{k}": float(details["cmc"][k - 1]) for k in _RANKS}
     result.update(mAP=float(details["mAP"]), mINP=float(details["mINP"]),
                   num_query=int(distmat.shape[0]), skipped_queries=int(details["num_skipped"]))
@@ -44,14 +46,19 @@ def _rank_metrics(distmat: np.ndarray, query: SplitFeatures, gallery: SplitFeatu
 def evaluate_features(query: SplitFeatures, gallery: SplitFeatures, local: bool = False,
                       rerank: bool = False, max_rank: int = 50, normalize: bool = True,
                       local_weight: float = 1.0, k1: int = 20, k2: int = 6,
-                      lambda_value: float = 0.3) -> dict[str, dict[str, float | int]]:
+                      lambda_value: float = 0.3,
+                      single_gallery_shot: Mapping[str, int] | None = None
+                      ) -> dict[str, dict[str, float | int]]:
     """Retrieval metrics of query against gallery for every requested distance.
+
+    Re-ranking uses the whole query and gallery sets; under single-gallery-shot the re-ranked
+    matrix is then scored like any other, on the same gallery samples.
 
     Args:
       query, gallery: features of the two splits.
       local: also the "global+local" distance (needs local features).
       rerank, normalize, local_weight, k1, k2, lambda_value: as `matching.distances`.
-      max_rank: length of the CMC curve (>= 10).
+      max_rank, single_gallery_shot: as `_rank_metrics`.
 
     Returns:
       {variant: `_rank_metrics` dict} for "global", and "global+local" with `local`, each also
@@ -61,7 +68,7 @@ def evaluate_features(query: SplitFeatures, gallery: SplitFeatures, local: bool 
     names = ("global", "global+local") if local else ("global",)
     distances = matching.distances(query, gallery, names, rerank, normalize, local_weight, k1,
                                    k2, lambda_value)
-    return {name: _rank_metrics(d, query, gallery, max_rank)
+    return {name: _rank_metrics(d, query, gallery, max_rank, single_gallery_shot)
             for name, d in distances.items()}
 
 

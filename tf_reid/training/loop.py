@@ -85,21 +85,23 @@ def _optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Op
 
 
 def _evaluator(config: TrainConfig, student: AlignedReID, manifest: dict[str, Any]):
-    """A function computing query/gallery metrics of `student`, or None without those splits."""
+    """A function computing query/gallery metrics of `student` under the protocol `manifest`
+    records (`tf_reid.evaluation.protocols.single_gallery_shot`), or None without those splits."""
     if not {"query", "gallery"} <= set(manifest["splits"]) or config.eval_every < 0:
         return None
     # The training loop does not need the evaluation package otherwise.
-    from tf_reid.evaluation import extract, report
+    from tf_reid.evaluation import extract, protocols, report
 
     height, width = student.image_shape[:2]
     predict = extract.keras_model_fn(student)
+    single_gallery_shot = protocols.single_gallery_shot(manifest)
 
     def evaluate() -> dict[str, Any]:
         query, gallery = (extract.extract_split(
             predict, config.data_dir, split, height, width, config.eval_batch_size,
             flip=config.eval_flip, with_local=False, progress=config.progress)
             for split in ("query", "gallery"))
-        return report.evaluate_features(query, gallery)
+        return report.evaluate_features(query, gallery, single_gallery_shot=single_gallery_shot)
 
     return evaluate
 

@@ -6,6 +6,7 @@ Also imported by tests/tf_reid/test_evaluate.py and tests/tools/*.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -16,8 +17,12 @@ from tf_reid.evaluation.features_file import SplitFeatures
 from tf_reid.models.aligned_reid import AlignedReID
 from tf_reid.training.workdir import checkpoint, save_model_config
 from tfrecords_builder import synthetic, writer
+from tfrecords_builder.records import Split
 
 HEIGHT, WIDTH = 32, 16
+# The protocol options `tfrecords_builder.cuhk03.parse` records for classic split 0.
+CLASSIC_PROTOCOL = {"protocol": "classic", "box_type": "labeled", "source": "images",
+                    "allow_missing": False, "split_index": 0}
 
 
 def make_tfrecords(root: str) -> str:
@@ -31,6 +36,24 @@ def make_tfrecords(root: str) -> str:
                        images_per_identity_per_camera=3, height=HEIGHT, width=WIDTH)
     data_dir = os.path.join(root, "data")
     writer.build(synthetic.parse(source), data_dir, progress=False)
+    return data_dir
+
+
+def make_classic_tfrecords(root: str) -> str:
+    """The images of `make_tfrecords(root)` laid out as CUHK03's classic protocol lays them out.
+
+    As `tfrecords_builder.cuhk03.classic_records` does, every test image (4 identities x 2
+    cameras x 3) is both a query and a gallery item (24 each), and the manifest records dataset
+    "cuhk03" with the classic protocol. Call after `make_tfrecords(root)`.
+    """
+    split = synthetic.parse(os.path.join(root, "synthetic"))
+    test = [r for r in split.records if r.split != "train"]
+    records = tuple([r for r in split.records if r.split == "train"]
+                    + [dataclasses.replace(r, split=s) for s in ("query", "gallery")
+                       for r in test])
+    data_dir = os.path.join(root, "classic")
+    writer.build(Split("cuhk03", split.source, records, CLASSIC_PROTOCOL), data_dir,
+                 progress=False)
     return data_dir
 
 

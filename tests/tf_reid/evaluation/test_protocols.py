@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tests.tf_reid.evaluation.conftest import features, reference_single_gallery_shot
+from tf_reid.evaluation import protocols
 from tf_reid.evaluation.features_file import SplitFeatures
 from tf_reid.evaluation.metrics import evaluate_rank
 from tf_reid.evaluation.protocols import evaluate_single_gallery_shot, pool_tracklets
@@ -69,10 +70,17 @@ def test_sgs_equals_evaluate_rank_with_one_image_per_pid():
 def test_sgs_matches_loop_reference(seed):
     problem = random_problem(seed)
     cmc, mean_ap = evaluate_single_gallery_shot(*problem, max_rank=10, repeats=7, seed=seed)
-    ref_cmc, ref_ap, _ = reference_single_gallery_shot(*problem, max_rank=10, repeats=7,
-                                                       seed=seed)
+    ref_cmc, ref_ap, evaluated = reference_single_gallery_shot(*problem, max_rank=10, repeats=7,
+                                                               seed=seed)
     np.testing.assert_allclose(cmc, ref_cmc, rtol=0, atol=1e-12)
     assert mean_ap == pytest.approx(ref_ap, abs=1e-12)
+    details = evaluate_single_gallery_shot(*problem, max_rank=10, repeats=7, seed=seed,
+                                           return_details=True)
+    np.testing.assert_array_equal(details["cmc"], cmc)
+    # One true match at rank r: AP = INP = 1 / r.
+    assert details["mAP"] == details["mINP"] == mean_ap
+    assert details["num_evaluated"] == evaluated
+    assert details["num_skipped"] == len(problem[1]) - evaluated
 
 
 def test_sgs_deterministic_given_seed():
@@ -114,6 +122,34 @@ def test_sgs_shape_mismatch_raises():
         evaluate_single_gallery_shot(
             np.zeros((1, 2)), np.array([1]), np.array([1]), np.array([0]), np.array([1, 1])
         )
+
+
+def test_only_cuhk03_classic_is_single_gallery_shot():
+    classic = {"dataset": "cuhk03", "protocol": {"protocol": "classic", "split_index": 3}}
+    assert protocols.single_gallery_shot(classic) == {"repeats": 10, "seed": 0}
+    for manifest in ({"dataset": "cuhk03", "protocol": {"protocol": "new"}},
+                     {"dataset": "market1501", "protocol": {}},
+                     {"dataset": "synthetic", "protocol": {"protocol": "single-query"}}):
+        assert protocols.single_gallery_shot(manifest) is None
+
+
+def test_score_follows_the_protocol(hand_built):
+    query, gallery = hand_built
+    distmat = np.abs(query.global_[:, :1] - gallery.global_[:, 0][None, :])
+    ids = (query.pids, gallery.pids, query.camids, gallery.camids)
+    multi = protocols.score(distmat, query, gallery, 10)
+    np.testing.assert_array_equal(multi["cmc"], evaluate_rank(distmat, *ids, max_rank=10)[0])
+    # Per repeat one image of each pid is sampled. q0 (x=0, pid 1; g0 is junk): g2 (2) is first
+    # if pid 2's sample is g4 (3), else second behind g1 (1); g3 (4) is second (behind g1 or
+    # g4, ahead of g5). q1 (x=3.1, pid 2): g4 (0.1) is first; g1 (2.1) is third behind pid 1's
+    # sample (0.9 or 1.1) and g5 (1.9). q2 has no match left and is skipped.
+    sgs = protocols.score(distmat, query, gallery, 10, {"repeats": 6, "seed": 4})
+    ref_cmc, ref_ap, evaluated = reference_single_gallery_shot(distmat, *ids, max_rank=10,
+                                                               repeats=6, seed=4)
+    assert evaluated == 2 and sgs["num_skipped"] == 1
+    np.testing.assert_allclose(sgs["cmc"], ref_cmc, rtol=0, atol=1e-12)
+    assert sgs["cmc"][1] >= 0.5 and sgs["cmc"][2] == 1.0  # q0 always within rank 2
+    assert sgs["mAP"] == pytest.approx(ref_ap, abs=1e-12)
 
 
 def frames(global_, tracklets, pids, camids, local=None) -> SplitFeatures:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from tests.tf_reid.evaluation.conftest import features
+from tests.tf_reid.evaluation.conftest import features, reference_single_gallery_shot
 from tf_reid.evaluation import metrics, report, reranking
 
 KEYS = {"rank1", "rank5", "rank10", "mAP", "mINP", "num_query", "skipped_queries"}
@@ -32,6 +32,25 @@ def test_evaluate_features_hand_worked(hand_built):
         "mINP": (0.5 + 1 / 3) / 2, "num_query": 3, "skipped_queries": 1})
     assert all(type(v) in (int, float) for row in got.values() for v in row.values())
     assert all(set(row) == KEYS for row in got.values())
+
+
+def test_single_gallery_shot_scores_every_distance_on_the_same_samples(hand_built):
+    query, gallery = hand_built
+    settings = {"repeats": 5, "seed": 3}
+    got = report.evaluate_features(query, gallery, local=True, normalize=False, local_weight=2.0,
+                                   single_gallery_shot=settings)
+    # The distances of test_evaluate_features_hand_worked: |x_q - x_g|, plus 2 tanh(sqrt(2)/2)
+    # for g1 under global + local.
+    global_dist = np.abs(query.global_[:, :1] - gallery.global_[:, 0][None, :]).astype(np.float64)
+    combined = global_dist.copy()
+    combined[:, 1] += 2 * math.tanh(math.sqrt(2) / 2)
+    ids = (query.pids, gallery.pids, query.camids, gallery.camids)
+    for name, dist in (("global", global_dist), ("global+local", combined)):
+        cmc, mean_ap, evaluated = reference_single_gallery_shot(dist, *ids, 50, **settings)
+        assert evaluated == 2
+        assert got[name] == pytest.approx({
+            "rank1": cmc[0], "rank5": cmc[4], "rank10": cmc[9], "mAP": mean_ap,
+            "mINP": mean_ap, "num_query": 3, "skipped_queries": 1}, abs=1e-12)
 
 
 def test_normalized_global_distances_compare_directions():
