@@ -149,9 +149,10 @@ def evaluate_rank(
 
     Speed: rows are never argsorted. Only the ranks of each query's same-pid gallery items (its
     matches and junk) are needed, and an item's place in the stable order of its row is the
-    number of smaller distances, read off the row's sorted values (NumPy's value sort is about
-    15x faster than a stable argsort), plus the number of equal distances at smaller gallery
-    indices, counted directly for the few items whose distance is not unique in its row.
+    number of smaller distances, read off the row's sorted values (NumPy's value sort is much
+    faster than a stable argsort; BUILD.md has the figure), plus the number of equal distances
+    at smaller gallery indices, counted directly for the few items whose distance is not unique
+    in its row.
 
     Memory: queries are processed `block` rows at a time, so the only wide working array is the
     sorted copy of one block of `distmat` (its itemsize an entry: 65 MB for a float32
