@@ -61,7 +61,7 @@ from absl import app, flags  # noqa: E402
 
 from bench.common import SHARED_CUHK03  # noqa: E402
 from tf_reid.data import augment  # noqa: E402
-from tf_reid.evaluation import extract  # noqa: E402
+from tf_reid.evaluation import extract, matching, protocols, report  # noqa: E402
 from tf_reid.training import loop, objective  # noqa: E402
 from tf_reid.training import workdir as workdir_lib  # noqa: E402
 from tfrecords_builder import cuhk03, validation, writer  # noqa: E402
@@ -212,14 +212,16 @@ def evaluate(workdir: str, which: str, data_dir: str) -> dict[str, Any]:
         if cached["key"] == key:
             return cached
     keras.backend.clear_session()
-    model = workdir_lib.load_students(workdir, which)[0]
+    model = workdir_lib.load_student(workdir, which)
     model_fn = extract.keras_model_fn(model)
     start = time.perf_counter()
     query, gallery = (extract.extract_split(model_fn, data_dir, split, FLAGS.height, FLAGS.width,
                                             FLAGS.eval_batch_size, flip=FLAGS.eval_flip,
                                             with_local=True, progress=FLAGS.progress)
                       for split in ("query", "gallery"))
-    metrics = extract.evaluate_features(query, gallery, local=True, rerank=True)
+    metrics = report.evaluate_features(
+        query, gallery, local=True, rerank=True,
+        single_gallery_shot=protocols.single_gallery_shot(read_manifest(data_dir)))
     result = {"key": key, "metrics": metrics, "seconds": time.perf_counter() - start}
     workdir_lib.write_json(path, result)
     return result
@@ -252,7 +254,7 @@ METRICS = (("R1", "rank1"), ("R5", "rank5"), ("R10", "rank10"), ("mAP", "mAP"))
 
 def table(results: list[dict[str, Any]]) -> list[str]:
     """variant x seed rows (one line per distance), then mean +- std over seeds per variant."""
-    distances = list(extract.VARIANTS)
+    distances = list(matching.VARIANTS)
     head = (f"{'variant':9} {'seed':>4} {'epochs':>6} {'images':>8} {'train s':>8} {'img/s':>6}"
             f"  {'distance':20}" + "".join(f" {t:>6}" for t, _ in METRICS))
     lines = [head, "-" * len(head)]

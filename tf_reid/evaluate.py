@@ -26,7 +26,7 @@ from absl import app, flags  # noqa: E402
 from tf_reid.evaluation import extract, features_file, protocols, report  # noqa: E402
 from tf_reid.evaluation.features_file import SplitFeatures  # noqa: E402
 from tf_reid.training import workdir as workdir_lib  # noqa: E402
-from tfrecords_builder import writer  # noqa: E402
+from tfrecords_builder.manifest import read_manifest  # noqa: E402
 from tfrecords_builder.records import DatasetError  # noqa: E402
 from tools.cli import run_reporting  # noqa: E402
 
@@ -77,7 +77,7 @@ def features_from_model(workdir: str) -> tuple[SplitFeatures, SplitFeatures, dic
                 "which": FLAGS.which, "student": FLAGS.student, "flip": FLAGS.flip,
                 "checkpoint": workdir_lib.checkpoint_path(workdir, FLAGS.which),
                 "height": height, "width": width}
-    single_gallery_shot = protocols.single_gallery_shot(writer.read_manifest(data_dir))
+    single_gallery_shot = protocols.single_gallery_shot(read_manifest(data_dir))
     if single_gallery_shot is not None:
         metadata[protocols.SINGLE_GALLERY_SHOT_KEY] = single_gallery_shot
     return query, gallery, metadata

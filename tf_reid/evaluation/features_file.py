@@ -25,6 +25,8 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from tfrecords_builder import atomic
+
 FILE_VERSION = 1
 FIELDS = ("global_", "local", "pids", "camids", "paths", "tracklets", "frames")
 _METADATA = "metadata"
@@ -70,19 +72,6 @@ class SplitFeatures:
         return self.global_.shape[0]
 
 
-def _write_atomic(path: str, arrays: Mapping[str, np.ndarray]) -> None:
-    """np.savez of `arrays` to `path` through a temporary name, removed if anything fails, so a
-    reader never sees half a file and a failed write leaves nothing behind."""
-    partial = f"{path}.partial-{os.getpid()}"
-    try:
-        with open(partial, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(partial, path)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
-
-
 def save(path: str, splits: Mapping[str, SplitFeatures],
          metadata: Mapping[str, Any] | None = None) -> None:
     """Writes the features of each named split (e.g. {"query": ..., "gallery": ...}) to `path`.
@@ -102,7 +91,8 @@ def save(path: str, splits: Mapping[str, SplitFeatures],
     meta = {"format_version": FILE_VERSION, "splits": {name: name for name in splits},
             **(metadata or {})}
     arrays[_METADATA] = np.array(json.dumps(meta, sort_keys=True))
-    _write_atomic(path, arrays)
+    with atomic.file(path) as partial, open(partial, "wb") as f:
+        np.savez(f, **arrays)
 
 
 @contextlib.contextmanager

@@ -156,7 +156,7 @@ def single_gallery_shot(manifest: Mapping[str, Any]) -> dict[str, int] | None:
     as dataset "cuhk03", protocol {"protocol": "classic", ...}) is scored single-gallery-shot.
 
     Args:
-      manifest: a `tools.build_tfrecords` manifest.json, as `writer.read_manifest` returns it.
+      manifest: a `tools.build_tfrecords` manifest.json, as `tfrecords_builder.manifest.read_manifest` returns it.
     """
     if (manifest.get("dataset") == "cuhk03"
             and manifest.get("protocol", {}).get("protocol") == "classic"):

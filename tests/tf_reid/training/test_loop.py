@@ -9,7 +9,7 @@ from tests.tf_reid.evaluation.conftest import (make_classic_tfrecords, make_tfre
                                                reference_single_gallery_shot, tiny_model)
 from tf_reid.evaluation import extract
 from tf_reid.training import loop
-from tfrecords_builder import writer
+from tfrecords_builder.manifest import read_manifest
 
 
 def test_evaluation_of_cuhk03_classic_is_single_gallery_shot(tmp_path):
@@ -18,7 +18,7 @@ def test_evaluation_of_cuhk03_classic_is_single_gallery_shot(tmp_path):
     student = tiny_model(seed=2)
     config = loop.TrainConfig(data_dir=data_dir, workdir=str(tmp_path / "run"),
                               eval_batch_size=24, progress=False)
-    evaluate = loop._evaluator(config, student, writer.read_manifest(data_dir))
+    evaluate = loop._evaluator(config, student, read_manifest(data_dir))
     got = evaluate()
     assert list(got) == ["global"]
 
