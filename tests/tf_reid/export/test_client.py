@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.tf_reid.export.test_saved_model import encoded, exported  # noqa: F401  (fixture)
+from tests.tf_reid.export.conftest import encoded
 from tf_reid.export import client
 
 IMAGES = [encoded(20), encoded(21, 60, 30, "JPEG"), encoded(22)]

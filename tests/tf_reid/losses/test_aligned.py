@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import REPO
+from tests.tf_reid.losses.conftest import stripes
 from tests.tf_reid.losses.references import (element_distances, reference_element_distances,
                                              reference_gradients, reference_path, shortest_path)
 from tf_reid.losses.aligned import aligned_distance
@@ -24,10 +25,6 @@ def distances_and_gradients(x, y):
         dist = aligned_distance(x, y)
     grad_x, grad_y = tape.gradient(dist, [x, y])
     return dist.numpy(), grad_x.numpy(), grad_y.numpy()
-
-
-def stripes(seed: int, n: int, h: int, c: int, dtype=np.float32) -> np.ndarray:
-    return np.random.default_rng(seed).normal(size=(n, h, c)).astype(dtype)
 
 
 # --- element distances (the unfused twin's, as aligned_distance expands them) ------------------

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from tests.tf_reid.losses.references import reference_distance_matrix
-from tests.tf_reid.losses.test_aligned import stripes
+from tests.tf_reid.losses.conftest import stripes
 from tf_reid.losses.aligned import aligned_distance
 from tf_reid.losses.aligned_matrix import aligned_distance_matrix_forward, unit_tanh_half_sqrt
 

@@ -13,22 +13,8 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import REPO
-from tf_reid.models.aligned_reid import AlignedReID
+from tests.tf_reid.training.conftest import LABELS, WEIGHTS, images, students
 from tf_reid.training import objective, trainer
-
-LABELS = np.array([0, 0, 1, 1, 2, 2, 3, 3])
-WEIGHTS = objective.LossWeights(mutual_id=0.5, mutual_metric=0.2)  # large enough to matter
-
-
-def images(seed=0, shape=(8, 16, 8, 3)):
-    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
-
-
-def students(n, seed=0, **kwargs):
-    keras.utils.set_random_seed(seed)
-    kwargs = {"backbone": "tiny", "input_shape": (16, 8, 3), **kwargs}
-    return [AlignedReID(4, name=f"s{i}", **kwargs) for i in range(n)]
-
 
 def reference_gradients(models, x, labels, index, weight_decay):
     """Student `index`'s gradient of its own loss, with the peers' outputs as constants."""
@@ -88,7 +74,7 @@ MIRRORED = textwrap.dedent("""
     from tf_reid.training import strategies
     strategies.split_cpu(2)
     import keras, numpy as np, tensorflow as tf
-    from tests.tf_reid.training.test_trainer import LABELS, WEIGHTS, images, students
+    from tests.tf_reid.training.conftest import LABELS, WEIGHTS, images, students
     from tf_reid.training import objective, trainer
 
     x = images(2)
