@@ -2,8 +2,9 @@
 
 Every op keeps static output shapes, runs eagerly and inside `tf.data.Dataset.map`, and draws
 its randomness only from stateless ops fed by a `seed` of shape [2] (int32 or int64), so the
-same seed gives the same image whatever the parallelism. Augmentation works on [H, W, 3]
-float32 pixels in [0, 255]; `normalize` comes last.
+same seed gives the same image whatever the parallelism. Augmentation works on pixels in
+[0, 255]: per image, `augment` flips and pad-crops; per batch, `random_erasing_batch` erases;
+`normalize` comes last (in the model, by default).
 """
 
 from __future__ import annotations
@@ -70,9 +71,6 @@ def normalize(image: tf.Tensor) -> tf.Tensor:
     return (tf.cast(image, tf.float32) / 255.0 - mean) / std
 
 
-_normalize = normalize  # `preprocess_eval`'s `normalize` argument shadows the function.
-
-
 def random_flip(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     """Flips left-right with probability 1/2.
 
@@ -114,8 +112,8 @@ def erasing_boxes(shape_hw: tuple[int, int], seed: tf.Tensor, num: int, probabil
     w = round(sqrt(area / aspect)). The `attempts` candidates are drawn at once and the first
     with 1 <= h <= H and 1 <= w <= W is used; its top-left corner is uniform among the
     (H - h + 1) * (W - w + 1) placements inside the image. All `num` boxes come from one draw
-    of [num, 2 * attempts + 3] uniforms: a few ops per batch rather than per image (per-image
-    scalar ops cost more than the erasing itself, measured here).
+    of [num, 2 * attempts + 3] uniforms: a few ops per batch rather than per image (per image,
+    the scalar ops would cost more than the erasing itself; see BUILD.md).
 
     Args:
       shape_hw: (H, W) of the images.
@@ -154,14 +152,6 @@ def erasing_boxes(shape_hw: tuple[int, int], seed: tf.Tensor, num: int, probabil
     return apply, top, left, h, w
 
 
-def erasing_box(shape_hw: tuple[int, int], seed: tf.Tensor, probability: float = 0.5,
-                area: tuple[float, float] = (0.02, 0.4), aspect: tuple[float, float] = (0.3, 3.3),
-                attempts: int = 10) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
-    """The one rectangle of `erasing_boxes` for a single image: scalar (apply, top, left, h, w)."""
-    boxes = erasing_boxes(shape_hw, seed, 1, probability, area, aspect, attempts)
-    return tuple(b[0] for b in boxes)
-
-
 def erase(images: tf.Tensor, top: tf.Tensor, left: tf.Tensor, h: tf.Tensor, w: tf.Tensor,
           values: tf.Tensor) -> tf.Tensor:
     """Writes `values` into each image's rectangle, via a coordinate-grid mask (static shapes).
@@ -181,9 +171,8 @@ def erase(images: tf.Tensor, top: tf.Tensor, left: tf.Tensor, h: tf.Tensor, w: t
     return tf.where(mask[..., None], tf.cast(values, images.dtype), images)
 
 
-# One fused XLA loop over the batch instead of separate mask and select passes: 3.7x faster on a
-# 128 x 256 x 128 x 3 uint8 batch here (10.5 vs 38.7 ms), same output; the boxes are runtime
-# inputs, so it compiles once per batch shape.
+# One fused XLA loop over the batch instead of separate mask and select passes (see BUILD.md),
+# same output; the boxes are runtime inputs, so it compiles once per batch shape.
 _erase_compiled = tf.function(erase, jit_compile=True)
 
 
@@ -219,35 +208,9 @@ def random_erasing_batch(images: tf.Tensor, seed: tf.Tensor, probability: float 
     return _erase_compiled(images, top, left, h, w, values)
 
 
-def random_erasing(image: tf.Tensor, seed: tf.Tensor, probability: float = 0.5,
-                   area: tuple[float, float] = (0.02, 0.4),
-                   aspect: tuple[float, float] = (0.3, 3.3), fill: str = "mean",
-                   attempts: int = 10) -> tf.Tensor:
-    """Random erasing (Zhong et al. 2017) of one image: overwrites one random rectangle, or nothing.
-
-    The rectangle is `erasing_box(image.shape[:2], seed, probability, area, aspect, attempts)`.
-
-    Args:
-      image: [H, W, 3] float32 or uint8 in [0, 255] (before `normalize`).
-      seed: [2] int32/int64 stateless seed.
-      probability, area, aspect, attempts: as in `erasing_box`.
-      fill: "mean" or "random", as in `random_erasing_batch`.
-
-    Returns:
-      [H, W, 3], same dtype as `image`.
-    """
-    values = _fill_values(fill, tf.shape(image), seed)
-    dynamic = tf.shape(image)
-    height = image.shape[0] if image.shape[0] is not None else dynamic[0]
-    width = image.shape[1] if image.shape[1] is not None else dynamic[1]
-    _, top, left, h, w = erasing_boxes((height, width), seed, 1, probability, area, aspect,
-                                       attempts)
-    return erase(image[None], top, left, h, w, values)[0]
-
-
 @dataclasses.dataclass(frozen=True)
 class AugmentConfig:
-    """Which training augmentations `augment` applies.
+    """Which training augmentations run: `augment` per image, the rest per batch (`pk`).
 
     Attributes:
       flip: random horizontal flip.
@@ -255,8 +218,9 @@ class AugmentConfig:
       erasing_probability: random erasing probability; 0 switches it off.
       erasing_area: (min, max) erased fraction of the image area.
       erasing_aspect: (min, max) aspect ratio h/w of the erased rectangle.
-      erasing_fill: "mean" or "random", as in `random_erasing`.
-      normalize: finish with ImageNet standardisation.
+      erasing_fill: "mean" or "random", as in `random_erasing_batch`.
+      normalize: finish with ImageNet standardisation in the input pipeline; by default the
+        model does it, on 4x fewer bytes (uint8 batches).
     """
 
     flip: bool = True
@@ -265,49 +229,28 @@ class AugmentConfig:
     erasing_area: tuple[float, float] = (0.02, 0.4)
     erasing_aspect: tuple[float, float] = (0.3, 3.3)
     erasing_fill: str = "mean"
-    normalize: bool = True
+    normalize: bool = False
 
 
 def augment(image: tf.Tensor, seed: tf.Tensor,
             config: AugmentConfig = AugmentConfig()) -> tf.Tensor:
-    """Training augmentation: flip -> pad + random crop -> random erasing -> normalize.
+    """Per-image training augmentation: flip -> pad + random crop.
 
-    Each step gets its own sub-seed of `seed`, so switching one step off leaves the others'
-    draws unchanged.
+    Random erasing and normalisation run on whole batches (`random_erasing_batch`,
+    `normalize`), where one op serves every image. Each step gets its own sub-seed of `seed`,
+    so switching one off leaves the other's draws unchanged.
 
     Args:
-      image: [H, W, 3] float32 in [0, 255], static shape.
+      image: [H, W, 3] uint8 or float32 in [0, 255], static shape.
       seed: [2] int32/int64 stateless seed.
-      config: which steps run.
+      config: which steps run (its flip and pad).
 
     Returns:
-      [H, W, 3] float32: normalised if `config.normalize`, else still in [0, 255].
+      [H, W, 3], same dtype.
     """
-    flip_seed, crop_seed, erasing_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+    flip_seed, crop_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     if config.flip:
         image = random_flip(image, flip_seed)
     if config.pad:
         image = pad_and_random_crop(image, crop_seed, config.pad)
-    if config.erasing_probability > 0:
-        image = random_erasing(image, erasing_seed, config.erasing_probability, config.erasing_area,
-                               config.erasing_aspect, config.erasing_fill)
-    if config.normalize:
-        image = normalize(image)
     return image
-
-
-def preprocess_eval(encoded: tf.Tensor, height: int, width: int,
-                    normalize: bool = True) -> tf.Tensor:
-    """Evaluation preprocessing, no randomness: decode, resize and (optionally) normalise.
-
-    Args:
-      encoded: scalar tf.string of JPEG/PNG/BMP/GIF bytes.
-      height: output height.
-      width: output width.
-      normalize: apply ImageNet standardisation.
-
-    Returns:
-      [height, width, 3] float32.
-    """
-    image = decode_and_resize(encoded, height, width)
-    return _normalize(image) if normalize else image

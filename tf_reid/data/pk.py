@@ -13,10 +13,10 @@ How a batch is made (one pass = one epoch "by identities"):
   4. each image is decoded, resized, flipped and pad-cropped with its own stateless seed;
      random erasing (and normalisation, if asked for) then runs on the whole batch.
 
-Normalisation: with `augment_config.normalize` False (the default here) images stay uint8 in
-[0, 255] and the model applies `augment.normalize` as its first step. This host's memory bandwidth
-makes one float32 pass over a batch cost as much as decoding it (measured: see BUILD.md), and on
-an accelerator the model normalises for free on 4x fewer transferred bytes. With
+Normalisation: with `augment_config.normalize` False (the default) images stay uint8 in
+[0, 255] and the model applies `augment.normalize` as its first step. Where memory bandwidth is
+scarce one float32 pass over a batch costs as much as decoding it (see BUILD.md), and on an
+accelerator the model normalises for free on 4x fewer transferred bytes. With
 `normalize=True` the pipeline yields normalised float32 instead.
 
 Global batch and replicas: the global batch holds num_replicas x P x K images. A
@@ -33,7 +33,6 @@ batches.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import tensorflow as tf
@@ -43,7 +42,7 @@ from tf_reid.data.tfrecords import largest_shard, parse_identity, shard_files
 from tfrecords_builder import features
 from tfrecords_builder.manifest import read_manifest
 
-# One fused pass instead of four elementwise ones (2.4x faster on a 128 x 256 x 128 x 3 batch).
+# One fused pass instead of four elementwise ones.
 _normalize_compiled = tf.function(augment.normalize, jit_compile=True)
 
 
@@ -80,15 +79,21 @@ def identities_of_shard(path: tf.Tensor, window: int) -> tf.data.Dataset:
     return grouped.map(lambda pids, labels, s: (labels[0], pids[0], s))
 
 
-def steps_per_epoch(num_identities: int, num_identities_per_batch: int, num_replicas: int = 1,
-                    batches_per_epoch: int | None = None) -> int:
-    """Batches in an epoch: one pass over the identities, or a fixed number of batches."""
-    if batches_per_epoch is not None:
-        return batches_per_epoch
-    steps = num_identities // (num_identities_per_batch * num_replicas)
+def steps_per_epoch(total_identities: int, num_identities: int, num_replicas: int = 1) -> int:
+    """Batches in an epoch, one pass over the identities (the remainder is dropped).
+
+    Args:
+      total_identities: identities of the split.
+      num_identities: P, identities per replica batch.
+      num_replicas: replicas sharing the global batch.
+
+    Returns:
+      total_identities // (P x num_replicas), at least 1.
+    """
+    steps = total_identities // (num_identities * num_replicas)
     if steps < 1:
-        raise ValueError(f"{num_identities} training identities cannot fill a batch of "
-                         f"{num_identities_per_batch} x {num_replicas} replicas")
+        raise ValueError(f"{total_identities} training identities cannot fill a batch of "
+                         f"{num_identities} x {num_replicas} replicas")
     return steps
 
 
@@ -98,7 +103,7 @@ def _pass_seed(seed: int, epoch: tf.Tensor, stream: int) -> tf.Tensor:
 
 def pk_dataset(data_dir: str, num_identities: int = 32, num_instances: int = 4,
                height: int = 256, width: int = 128, seed: int = 0,
-               augment_config: augment.AugmentConfig = augment.AugmentConfig(normalize=False),
+               augment_config: augment.AugmentConfig = augment.AugmentConfig(),
                num_replicas: int = 1, shuffle_buffer: int = 1024, cycle_length: int = 4,
                split: str = "train", manifest: dict[str, Any] | None = None,
                num_parallel_calls: int = tf.data.AUTOTUNE, start_epoch: int = 0
@@ -174,8 +179,7 @@ def pk_dataset(data_dir: str, num_identities: int = 32, num_instances: int = 4,
 
     # Per image: decode, resize, flip, pad + crop (uint8 unless normalising in the pipeline).
     # Per batch: random erasing and normalisation, whose per-image scalar ops and float passes
-    # cost more than the work itself on this host (measured: see BUILD.md).
-    per_image = dataclasses.replace(augment_config, erasing_probability=0.0, normalize=False)
+    # would cost more than the work itself (see BUILD.md).
 
     def image(serialized, label, image_seed):
         encoded = tf.io.parse_single_example(
@@ -183,7 +187,7 @@ def pk_dataset(data_dir: str, num_identities: int = 32, num_instances: int = 4,
         # Geometric ops move 4x fewer bytes on uint8.
         dtype = tf.float32 if augment_config.normalize else tf.uint8
         pixels = augment.decode_and_resize(encoded, height, width, dtype)
-        return augment.augment(pixels, image_seed, per_image), label
+        return augment.augment(pixels, image_seed, augment_config), label
 
     def finish(images, labels, batch_seeds):
         batch_seed = batch_seeds[0]

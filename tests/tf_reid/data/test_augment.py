@@ -14,7 +14,8 @@ from tests.conftest import image_bytes
 from tf_reid.data import augment as aug
 
 MEAN_PIXEL = np.float32(255.0) * np.array(aug.IMAGENET_MEAN, np.float32)
-ALL_OFF = aug.AugmentConfig(flip=False, pad=0, erasing_probability=0.0, normalize=False)
+ALL_OFF = aug.AugmentConfig(flip=False, pad=0)
+SEED = tf.constant([5, 9], tf.int64)
 
 
 def encode(pixels: np.ndarray, fmt: str) -> bytes:
@@ -48,7 +49,7 @@ def map_batched(fn, *tensors):
     return next(iter(ds.as_numpy_iterator()))
 
 
-# --- decode_and_resize / normalize / preprocess_eval ------------------------------------------
+# --- decode_and_resize / normalize -------------------------------------------------------------
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "BMP", "GIF"])
@@ -85,16 +86,6 @@ def test_normalize_hand_worked():
     np.testing.assert_allclose(out[1], [2.2489083, 2.4285714, 2.64], rtol=1e-6)
     # -0.485/0.229, -0.456/0.224, -0.406/0.225
     np.testing.assert_allclose(out[2], [-2.1179039, -2.0357143, -1.8044444], rtol=1e-6)
-
-
-def test_preprocess_eval():
-    white = encode(np.full((20, 9, 3), 255), "PNG")
-    out = aug.preprocess_eval(tf.constant(white), 8, 4).numpy()
-    expected = np.broadcast_to([2.2489083, 2.4285714, 2.64], (8, 4, 3))
-    np.testing.assert_allclose(out, expected, rtol=1e-6)
-    encoded = tf.constant(image_bytes(height=37, width=23, fmt="JPEG"))
-    raw = aug.preprocess_eval(encoded, 16, 8, normalize=False)
-    np.testing.assert_array_equal(raw, aug.decode_and_resize(encoded, 16, 8))
 
 
 # --- random_flip -------------------------------------------------------------------------------
@@ -142,8 +133,14 @@ def test_pad_zero_is_identity():
 
 
 def boxes(shape_hw, n, **kwargs) -> dict[str, np.ndarray]:
-    apply, top, left, h, w = map_batched(lambda s: aug.erasing_box(shape_hw, s, **kwargs), seeds(n))
+    """`n` boxes of one `erasing_boxes` draw (seed SEED), as NumPy."""
+    apply, top, left, h, w = (t.numpy() for t in aug.erasing_boxes(shape_hw, SEED, n, **kwargs))
     return dict(apply=apply, top=top, left=left, h=h, w=w)
+
+
+def copies(image: np.ndarray, n: int) -> tf.Tensor:
+    """[n, H, W, 3]: `n` copies of one image, a batch to erase."""
+    return tf.constant(np.broadcast_to(image, (n, *image.shape)))
 
 
 def test_erasing_box_statistics():
@@ -184,15 +181,14 @@ def test_erasing_skips_when_no_candidate_fits():
     image = random_image(4, 4)
     kwargs = dict(probability=1.0, area=(0.5, 0.6), aspect=(3.0, 3.3))
     assert not boxes((4, 4), 200, **kwargs)["apply"].any()
-    out = map_batched(lambda s: aug.random_erasing(tf.constant(image), s, **kwargs), seeds(200))
+    out = aug.random_erasing_batch(copies(image, 200), SEED, **kwargs).numpy()
     assert np.all(out == image)
 
 
 def test_erasing_probability_zero_never_erases():
     assert not boxes((256, 128), 500, probability=0.0)["apply"].any()
     image = random_image(32, 16)
-    out = map_batched(lambda s: aug.random_erasing(tf.constant(image), s, probability=0.0),
-                      seeds(200))
+    out = aug.random_erasing_batch(copies(image, 200), SEED, probability=0.0).numpy()
     assert np.all(out == image)
 
 
@@ -205,11 +201,8 @@ def erase_reference(image: np.ndarray, top: int, left: int, h: int, w: int, fill
 
 def test_random_erasing_mean_fill_matches_slicing_reference():
     image = random_image(32, 16)
-
-    def both(seed):
-        return aug.random_erasing(tf.constant(image), seed), aug.erasing_box((32, 16), seed)
-
-    out, (apply, top, left, h, w) = map_batched(both, seeds(100))
+    out = aug.random_erasing_batch(copies(image, 100), SEED).numpy()
+    apply, top, left, h, w = boxes((32, 16), 100).values()
     assert 20 < apply.sum() < 80
     for i in range(100):
         expected = erase_reference(image, top[i], left[i], h[i], w[i], MEAN_PIXEL)
@@ -219,12 +212,8 @@ def test_random_erasing_mean_fill_matches_slicing_reference():
 
 def test_random_erasing_random_fill():
     image = random_image(32, 16)
-
-    def both(seed):
-        return aug.random_erasing(tf.constant(image), seed, probability=1.0, fill="random"), \
-            aug.erasing_box((32, 16), seed, probability=1.0)
-
-    out, (apply, top, left, h, w) = map_batched(both, seeds(50))
+    out = aug.random_erasing_batch(copies(image, 50), SEED, probability=1.0, fill="random").numpy()
+    apply, top, left, h, w = boxes((32, 16), 50, probability=1.0).values()
     assert apply.all()
     for i in range(50):
         inside = np.zeros((32, 16), bool)
@@ -237,7 +226,7 @@ def test_random_erasing_random_fill():
 
 def test_random_erasing_rejects_unknown_fill():
     with pytest.raises(ValueError, match="fill"):
-        aug.random_erasing(tf.zeros([8, 4, 3]), tf.constant([0, 0]), fill="zero")
+        aug.random_erasing_batch(tf.zeros([2, 8, 4, 3]), tf.constant([0, 0]), fill="zero")
 
 
 # --- augment -------------------------------------------------------------------------------------
@@ -257,18 +246,15 @@ def test_augment_with_everything_off_is_identity():
     image = random_image(32, 16)
     for seed in seeds(5):
         np.testing.assert_array_equal(aug.augment(tf.constant(image), seed, ALL_OFF), image)
-    only_normalize = aug.AugmentConfig(flip=False, pad=0, erasing_probability=0.0)
-    np.testing.assert_array_equal(aug.augment(tf.constant(image), seeds(1)[0], only_normalize),
-                                  aug.normalize(image))
 
 
 def test_augment_steps_draw_independently():
     # The crop offset does not depend on whether the flip step ran before it.
     pad = 4
     image = random_image(16, 8, low=1)
-    flip = aug.AugmentConfig(flip=True, pad=0, erasing_probability=0.0, normalize=False)
-    crop = aug.AugmentConfig(flip=False, pad=pad, erasing_probability=0.0, normalize=False)
-    both = aug.AugmentConfig(flip=True, pad=pad, erasing_probability=0.0, normalize=False)
+    flip = aug.AugmentConfig(flip=True, pad=0)
+    crop = aug.AugmentConfig(flip=False, pad=pad)
+    both = aug.AugmentConfig(flip=True, pad=pad)
     for seed in seeds(10):
         flipped = aug.augment(tf.constant(image), seed, flip).numpy()
         cropped = aug.augment(tf.constant(image), seed, crop).numpy()
@@ -276,28 +262,19 @@ def test_augment_steps_draw_independently():
         assert crop_offsets(flipped_cropped, flipped, pad) == crop_offsets(cropped, image, pad)
 
 
-def test_augment_default_erases_with_the_mean_pixel_before_normalising():
-    # Erased pixels hold 255 * mean, which normalises to 0 in every channel.
-    image = random_image(64, 32, low=1)
-    out = map_batched(lambda s: aug.augment(tf.constant(image), s), seeds(40))
-    zero_pixels = np.all(np.abs(out) < 1e-6, axis=-1).sum(axis=(1, 2))
-    assert 5 < np.count_nonzero(zero_pixels) < 35
-
-
 # --- eager == Dataset.map --------------------------------------------------------------------
 
 
 IMAGE = random_image(24, 12, seed=5)
+IMAGES = np.stack([random_image(24, 12, seed=s) for s in range(4)])
 OPS = {
     "flip": lambda s: aug.random_flip(tf.constant(IMAGE), s),
     "pad_crop": lambda s: aug.pad_and_random_crop(tf.constant(IMAGE), s, 5),
-    "erasing_mean": lambda s: aug.random_erasing(tf.constant(IMAGE), s, probability=0.7),
-    "erasing_random": lambda s: aug.random_erasing(tf.constant(IMAGE), s, probability=0.7,
-                                                   fill="random"),
-    "erasing_box": lambda s: aug.erasing_box((24, 12), s),
+    "erasing_mean": lambda s: aug.random_erasing_batch(tf.constant(IMAGES), s, probability=0.7),
+    "erasing_random": lambda s: aug.random_erasing_batch(tf.constant(IMAGES), s, probability=0.7,
+                                                         fill="random"),
+    "erasing_boxes": lambda s: aug.erasing_boxes((24, 12), s, 4),
     "augment": lambda s: aug.augment(tf.constant(IMAGE), s),
-    "augment_random_fill": lambda s: aug.augment(tf.constant(IMAGE), s,
-                                                 aug.AugmentConfig(erasing_fill="random")),
 }
 
 
@@ -317,25 +294,27 @@ def test_eager_and_dataset_map_agree(name, dtype):
 def test_decoding_eager_and_dataset_map_agree():
     encoded = [image_bytes(height=37, width=23, fmt=fmt, seed=i)
                for i, fmt in enumerate(["PNG", "JPEG"] * 2)]
-    for op in (lambda b: aug.decode_and_resize(b, 16, 8), lambda b: aug.preprocess_eval(b, 16, 8)):
-        spec, in_graph = map_over(op, encoded)
-        assert spec.shape == (16, 8, 3) and spec.shape.is_fully_defined()
-        for data, graph_result in zip(encoded, in_graph):
-            np.testing.assert_array_equal(op(tf.constant(data)), graph_result)
+
+    def op(data):
+        return aug.decode_and_resize(data, 16, 8)
+
+    spec, in_graph = map_over(op, encoded)
+    assert spec.shape == (16, 8, 3) and spec.shape.is_fully_defined()
+    for data, graph_result in zip(encoded, in_graph):
+        np.testing.assert_array_equal(op(tf.constant(data)), graph_result)
 
 
 def test_random_erasing_batch_matches_its_boxes_eagerly_and_in_map():
     images = np.random.default_rng(3).integers(0, 256, (64, 32, 16, 3)).astype(np.uint8)
-    seed = tf.constant([5, 9], tf.int64)
-    out = aug.random_erasing_batch(tf.constant(images), seed).numpy()
-    apply, top, left, h, w = (t.numpy() for t in aug.erasing_boxes((32, 16), seed, 64))
+    out = aug.random_erasing_batch(tf.constant(images), SEED).numpy()
+    apply, top, left, h, w = boxes((32, 16), 64).values()
     fill = np.array([255.0 * m for m in aug.IMAGENET_MEAN]).astype(np.uint8)  # cast truncates
     want = images.copy()
     for i in range(64):
         want[i, top[i]:top[i] + h[i], left[i]:left[i] + w[i]] = fill
     np.testing.assert_array_equal(out, want)
     assert 0.3 < apply.mean() < 0.7 and (h[~apply] == 0).all()
-    ds = tf.data.Dataset.from_tensors((images, seed)).map(
+    ds = tf.data.Dataset.from_tensors((images, SEED)).map(
         lambda x, s: aug.random_erasing_batch(x, s), num_parallel_calls=2)
     assert ds.element_spec.shape.as_list() == [64, 32, 16, 3]
     np.testing.assert_array_equal(next(iter(ds)).numpy(), out)
