@@ -40,6 +40,8 @@ from typing import Callable
 import numpy as np
 import scipy.sparse as sp
 
+from tf_reid.index.exact import euclidean_distances
+
 __all__ = ["re_ranking_dense", "re_ranking", "re_ranking_features"]
 
 
@@ -353,18 +355,6 @@ def re_ranking(
 
     return _rerank_rows(rows, num_q, num_q + num_g, k1, k2, lambda_value, block, pairs,
                         workers)
-
-
-def euclidean_distances(a: np.ndarray, b: np.ndarray, b_sq: np.ndarray | None = None
-                        ) -> np.ndarray:
-    """Euclidean distances [A, B] between rows of a [A, D] and b [B, D], in a's dtype.
-
-    `b_sq` [B], the squared norms of b's rows, may be passed in when b is reused block after
-    block, so they are computed once.
-    """
-    b_sq = (b * b).sum(axis=1) if b_sq is None else b_sq
-    sq = (a * a).sum(axis=1)[:, None] + b_sq[None, :] - 2.0 * (a @ b.T)
-    return np.sqrt(np.maximum(sq, 0.0))
 
 
 def re_ranking_features(

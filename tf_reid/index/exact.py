@@ -10,28 +10,57 @@ import numpy as np
 
 # Elements of one [block, N] distance block: 2^26 float32 = 256 MiB.
 _BLOCK_ELEMENTS = 1 << 26
+# Rows per step of the row-wise sums, which bounds their temporaries to [_ROWS, N or D].
+_ROWS = 256
+
+
+def squared_norms(x: np.ndarray) -> np.ndarray:
+    """||x_n||^2 of each row, summed as `(x * x).sum(axis=1)` sums them.
+
+    Args:
+      x: [N, D].
+
+    Returns:
+      [N], x's dtype; computed `_ROWS` rows at a time, so no [N, D] temporary is made.
+    """
+    out = np.empty(x.shape[0], dtype=np.result_type(x, x))
+    for start in range(0, x.shape[0], _ROWS):
+        rows = x[start:start + _ROWS]
+        out[start:start + _ROWS] = (rows * rows).sum(axis=1)
+    return out
 
 
 def squared_distances(queries: np.ndarray, gallery: np.ndarray,
                       gallery_sq: np.ndarray | None = None) -> np.ndarray:
-    """Squared Euclidean distances ||q||^2 + ||g||^2 - 2 q.g, clipped at 0 (one GEMM).
+    """Squared Euclidean distances (||q||^2 + ||g||^2) - 2 q.g, clipped at 0 (one GEMM).
+
+    The [Q, N] result is the only array of that size: after the GEMM every step is in place,
+    the norms' sums `_ROWS` rows at a time.
 
     Args:
-      queries: [Q, D] float32.
-      gallery: [N, D] float32.
-      gallery_sq: [N] ||g||^2, when already computed.
+      queries: [Q, D] float32 (or float64).
+      gallery: [N, D], same dtype.
+      gallery_sq: [N] `squared_norms(gallery)`, when already computed (a gallery reused block
+        after block).
 
     Returns:
-      [Q, N] float32.
+      [Q, N], the inputs' dtype.
     """
     if gallery_sq is None:
-        gallery_sq = np.einsum("nd,nd->n", gallery, gallery)
-    queries_sq = np.einsum("qd,qd->q", queries, queries)
+        gallery_sq = squared_norms(gallery)
+    queries_sq = squared_norms(queries)
     out = queries @ gallery.T
     out *= -2
-    out += queries_sq[:, None]
-    out += gallery_sq[None, :]
+    for start in range(0, out.shape[0], _ROWS):
+        out[start:start + _ROWS] += queries_sq[start:start + _ROWS, None] + gallery_sq[None, :]
     return np.maximum(out, 0, out=out)
+
+
+def euclidean_distances(queries: np.ndarray, gallery: np.ndarray,
+                        gallery_sq: np.ndarray | None = None) -> np.ndarray:
+    """Euclidean distances [Q, N]: the square roots of `squared_distances`, in place."""
+    out = squared_distances(queries, gallery, gallery_sq)
+    return np.sqrt(out, out=out)
 
 
 def smallest_k(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -76,7 +105,7 @@ def exact_topk(queries: np.ndarray, gallery: np.ndarray, k: int,
         raise ValueError(f"k must be in 1..{gallery.shape[0]}, got {k}")
     if block is None:
         block = max(1, _BLOCK_ELEMENTS // gallery.shape[0])
-    gallery_sq = np.einsum("nd,nd->n", gallery, gallery)
+    gallery_sq = squared_norms(gallery)
     distances = np.empty((queries.shape[0], k), np.float32)
     indices = np.empty((queries.shape[0], k), np.int64)
     for start in range(0, queries.shape[0], block):

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from tf_reid.evaluation.reranking import (
-    euclidean_distances,
     re_ranking,
     re_ranking_dense,
     re_ranking_features,
 )
+from tf_reid.index.exact import euclidean_distances
 
 NUM_Q, NUM_G, DIM = 30, 200, 16
 

@@ -18,6 +18,23 @@ def test_exact_topk_equals_argsort(block):
     np.testing.assert_allclose(distances, want_d, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_euclidean_distances_equal_a_loop_of_norms(dtype):
+    # More rows than one step of the row-wise sums (256), unnormalised features.
+    rng = np.random.default_rng(4)
+    queries, gallery = (rng.normal(size=(n, 24)).astype(dtype) for n in (300, 40))
+    want = np.array([[np.linalg.norm(q.astype(np.float64) - g) for g in gallery.astype(np.float64)]
+                     for q in queries])
+    got = exact.euclidean_distances(queries, gallery)
+    assert got.dtype == dtype
+    np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == np.float32 else 1e-12)
+    # Squared norms passed in give the same result; a point's distance to itself is ~0.
+    np.testing.assert_array_equal(
+        exact.euclidean_distances(queries, gallery, exact.squared_norms(gallery)), got)
+    np.testing.assert_array_equal(exact.squared_norms(gallery), (gallery * gallery).sum(axis=1))
+    assert np.abs(np.diag(exact.euclidean_distances(gallery, gallery))).max() < 1e-2
+
+
 def test_exact_topk_k_equals_gallery_size():
     gallery, queries = random_unit(6, 4, seed=2), random_unit(3, 4, seed=3)
     _, indices = exact.exact_topk(queries, gallery, 6)
