@@ -60,13 +60,13 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from bench.common import SHARED_CUHK03  # noqa: E402
-from tf_reid.data import augment  # noqa: E402
+from tf_reid.data import augment, pk  # noqa: E402
 from tf_reid.evaluation import extract, matching, protocols, report  # noqa: E402
 from tf_reid.training import loop, objective  # noqa: E402
 from tf_reid.training import workdir as workdir_lib  # noqa: E402
 from tfrecords_builder import cuhk03, validation, writer  # noqa: E402
 from tfrecords_builder.manifest import MANIFEST, read_manifest  # noqa: E402
-from tools.cli import warnings_only_unless_verbose  # noqa: E402
+from tools.cli import changed_settings, warnings_only_unless_verbose  # noqa: E402
 from tools.convert_torch_weights import convert_weights  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -152,8 +152,7 @@ def train_config(variant: str, seed: int, data_dir: str, workdir: str, weights: 
                    input_shape=(FLAGS.height, FLAGS.width, 3)),
         students=students, num_identities=FLAGS.num_identities,
         num_instances=FLAGS.num_instances,
-        augmentation=augment.AugmentConfig(flip=True, pad=10, erasing_probability=0.5,
-                                           normalize=False),
+        augmentation=augment.AugmentConfig(flip=True, pad=10, erasing_probability=0.5),
         losses=dataclasses.replace(losses, label_smoothing=FLAGS.label_smoothing),
         weight_decay=5e-4, learning_rate=FLAGS.learning_rate, decay_epochs=tuple(decay),
         decay_factor=0.1, warmup_epochs=FLAGS.warmup_epochs, warmup_factor=0.01,
@@ -161,14 +160,17 @@ def train_config(variant: str, seed: int, data_dir: str, workdir: str, weights: 
         eval_batch_size=FLAGS.eval_batch_size, progress=FLAGS.progress)
 
 
-def check_settings(config: loop.TrainConfig) -> None:
-    """Records the run's settings in its workdir; refuses a workdir trained with other ones."""
+def check_settings(config: loop.TrainConfig) -> bool:
+    """Records the run's settings in its workdir; refuses a workdir trained with other ones.
+
+    Returns:
+      Whether the workdir already held this run (which then continues from its last checkpoint).
+    """
     settings = json.loads(json.dumps(dataclasses.asdict(config)))
     path = os.path.join(config.workdir, SETTINGS_FILE)
-    if os.path.isfile(path):
-        saved = workdir_lib.read_json(path)
-        changed = sorted(k for k in set(saved) | set(settings)
-                         if k not in REUSABLE and saved.get(k) != settings.get(k))
+    existed = os.path.isfile(path)
+    if existed:
+        changed = changed_settings(workdir_lib.read_json(path), settings, REUSABLE)
         if changed:
             raise workdir_lib.WorkdirError(
                 f"{config.workdir}: trained with other settings ({', '.join(changed)}); pass "
@@ -178,6 +180,7 @@ def check_settings(config: loop.TrainConfig) -> None:
             f"{config.workdir}: not a bench workdir (no {SETTINGS_FILE})")
     os.makedirs(config.workdir, exist_ok=True)
     workdir_lib.write_json(path, settings)
+    return existed
 
 
 def training_time(workdir: str, steps: int, batch: int) -> dict[str, float]:
@@ -234,12 +237,12 @@ def run_one(variant: str, seed: int, train_dir: str, eval_dir: str, weights: str
     select_on_val = FLAGS.select == "val"
     config = train_config(variant, seed, train_dir, workdir, weights,
                           FLAGS.eval_every if select_on_val else -1)
-    check_settings(config)
+    resume = check_settings(config)
     keras.backend.clear_session()
     print(f"== {variant} seed {seed}: {workdir}", file=sys.stderr, flush=True)
-    loop.train(config, resume=True)
+    loop.train(config, resume=resume)
     manifest = read_manifest(train_dir)
-    steps = manifest["splits"]["train"]["identities"] // FLAGS.num_identities
+    steps = pk.steps_per_epoch(manifest["splits"]["train"]["identities"], FLAGS.num_identities)
     train = training_time(workdir, steps, FLAGS.num_identities * FLAGS.num_instances)
     train["train_images"] = manifest["splits"]["train"]["images"]
     train["train_identities"] = manifest["splits"]["train"]["identities"]

@@ -7,11 +7,12 @@ import pathlib
 import pytest
 from absl import flags
 
-import tf_reid.train  # noqa: F401  (defines the training flags)
+import tf_reid.train
 from tests.conftest import REPO
 
 CONFIGS = sorted((REPO / "configs").glob("*.flags"))
 FLAGS = flags.FLAGS
+tf_reid.train.define_flags()
 
 
 def expand(path: pathlib.Path) -> dict[str, str]:

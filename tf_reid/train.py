@@ -16,79 +16,96 @@ if __name__ == "__main__":
 
     quiet_tensorflow(sys.argv)
 
-import inspect  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 
 from absl import app, flags  # noqa: E402
 
 from tf_reid.data import augment  # noqa: E402
+from tf_reid.models.aligned_reid import POOLINGS  # noqa: E402
 from tf_reid.models.backbones import BACKBONES  # noqa: E402
 from tf_reid.training import loop, objective  # noqa: E402
 from tf_reid.training import strategies  # noqa: E402
 from tf_reid.training import workdir as workdir_lib  # noqa: E402
 from tfrecords_builder.records import DatasetError  # noqa: E402
-from tools.cli import run_reporting  # noqa: E402
+from tools.cli import changed_settings, flags_as_keywords, run_reporting  # noqa: E402
 
 FLAGS = flags.FLAGS
-# Data and run.
-flags.DEFINE_string("data_dir", None, "TFRecords folder written by tools.build_tfrecords.")
-flags.DEFINE_string("workdir", None, "Folder of this run (created; must be empty unless --resume).")
-flags.DEFINE_bool("resume", False, "Continue the run in --workdir from its last checkpoint.")
-flags.DEFINE_integer("epochs", 300, "Epochs; one epoch is one pass over the training identities.")
-flags.DEFINE_integer("seed", 0, "Seeds the initialisation and the data.")
-# Model.
-flags.DEFINE_enum("backbone", "resnet50", sorted(BACKBONES), "Backbone network.")
-flags.DEFINE_string("backbone_weights", None, "None, 'imagenet' or a weights file for the backbone.")
-flags.DEFINE_integer("last_stride", 1, "resnet50: stride of the last stage (1 or 2).")
-flags.DEFINE_bool("torch_padding", False, "mobilenet_v2: PyTorch padding, for converted weights.")
-flags.DEFINE_integer("height", 256, "Input height.")
-flags.DEFINE_integer("width", 128, "Input width.")
-flags.DEFINE_integer("embedding_dim", None, "Project the global feature to this width (None: keep C).")
-flags.DEFINE_bool("bn_neck", True, "BatchNorm between the global feature and the classifier.")
-flags.DEFINE_integer("local_channels", 128, "Channels of each local stripe feature.")
-flags.DEFINE_enum("local_pooling", "max", ["mean", "max"], "Pooling over each stripe's width.")
-flags.DEFINE_enum("global_pooling", "mean", ["mean", "max"], "Pooling of the global feature.")
-flags.DEFINE_float("bn_momentum", 0.9, "Momentum of every BatchNorm's moving statistics (Keras' "
-                   "convention; 0.9 = PyTorch's 0.1). Keras' MobileNetV2 ships 0.999.")
-flags.DEFINE_integer("students", 1, "Students; >= 2 trains them together by mutual learning.")
-# Batches and augmentation.
-flags.DEFINE_integer("num_identities", 32, "P: identities per batch (per replica).")
-flags.DEFINE_integer("num_instances", 4, "K: images per identity.")
-flags.DEFINE_bool("flip", True, "Random horizontal flips.")
-flags.DEFINE_integer("pad", 10, "Pad this many pixels, then crop randomly (0: off).")
-flags.DEFINE_float("erasing_probability", 0.5, "Random erasing probability (0: off).")
-# Objective.
-flags.DEFINE_float("id_weight", 1.0, "Weight of the softmax ID loss.")
-flags.DEFINE_float("global_triplet_weight", 1.0, "Weight of the global TriHard loss.")
-flags.DEFINE_float("local_triplet_weight", 1.0, "Weight of the local (aligned) TriHard loss; 0: baseline.")
-flags.DEFINE_float("mutual_id_weight", 0.01, "Weight of the KL mutual loss (>= 2 students).")
-flags.DEFINE_float("mutual_metric_weight", 0.001, "Weight of the metric mutual loss (>= 2 students).")
-flags.DEFINE_float("margin", 0.3, "Global TriHard margin.")
-flags.DEFINE_float("local_margin", 0.3, "Local TriHard margin.")
-flags.DEFINE_bool("soft_margin", False, "Soft-margin triplet loss instead of the hinge.")
-flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing of the ID loss.")
-# Optimiser.
-flags.DEFINE_float("learning_rate", 1e-3, "Adam's base learning rate.")
-flags.DEFINE_list("decay_epochs", ["80", "160"], "Epochs at which the rate is multiplied by --decay_factor.")
-flags.DEFINE_float("decay_factor", 0.1, "Step decay factor.")
-flags.DEFINE_float("warmup_epochs", 0.0, "Linear warm-up length in epochs (0: none).")
-flags.DEFINE_float("warmup_factor", 0.01, "Warm-up starts at this fraction of the rate.")
-flags.DEFINE_float("weight_decay", 5e-4, "Coupled L2 weight decay on kernels.")
-# Execution.
-flags.DEFINE_enum("strategy", "default", sorted(strategies.STRATEGIES), "Distribution strategy.")
-flags.DEFINE_integer("cpu_replicas", 0, "Split the CPU into this many logical devices (testing "
-                     "--strategy=mirrored without GPUs); 0: off.")
-flags.DEFINE_enum("precision", "float32", list(loop.PRECISIONS), "Keras mixed-precision policy.")
-flags.DEFINE_bool("jit_compile", False, "XLA-compile the whole train step (single device).")
-flags.DEFINE_bool("deterministic", False, "Deterministic TensorFlow ops (slower).")
-# Evaluation and reporting.
-flags.DEFINE_integer("eval_every", 0, "Evaluate every N epochs (0: at the end only; -1: never).")
-flags.DEFINE_integer("eval_batch_size", 128, "Batch size of feature extraction.")
-flags.DEFINE_bool("eval_flip", False, "Average features of the image and its mirror.")
-flags.DEFINE_integer("checkpoints_to_keep", 3, "Checkpoints of the last epochs kept (+ the best).")
-flags.DEFINE_integer("log_every", 20, "TensorBoard scalars every N steps.")
-flags.DEFINE_bool("progress", True, "Progress bars.")
+
+
+def define_flags() -> None:
+    """The command's flags (see `tools.cli`)."""
+    # Data and run.
+    flags.DEFINE_string("data_dir", None, "TFRecords folder written by tools.build_tfrecords.")
+    flags.DEFINE_string("workdir", None,
+                        "Folder of this run (created; must be empty unless --resume).")
+    flags.DEFINE_bool("resume", False, "Continue the run in --workdir from its last checkpoint.")
+    flags.DEFINE_integer("epochs", 300,
+                         "Epochs; one epoch is one pass over the training identities.")
+    flags.DEFINE_integer("seed", 0, "Seeds the initialisation and the data.")
+    # Model.
+    flags.DEFINE_enum("backbone", "resnet50", sorted(BACKBONES), "Backbone network.")
+    flags.DEFINE_string("backbone_weights", None,
+                        "None, 'imagenet' or a weights file for the backbone.")
+    flags.DEFINE_integer("last_stride", 1, "resnet50: stride of the last stage (1 or 2).")
+    flags.DEFINE_bool("torch_padding", False,
+                      "mobilenet_v2: PyTorch padding, for converted weights.")
+    flags.DEFINE_integer("height", 256, "Input height.")
+    flags.DEFINE_integer("width", 128, "Input width.")
+    flags.DEFINE_integer("embedding_dim", None,
+                         "Project the global feature to this width (None: keep C).")
+    flags.DEFINE_bool("bn_neck", True, "BatchNorm between the global feature and the classifier.")
+    flags.DEFINE_integer("local_channels", 128, "Channels of each local stripe feature.")
+    flags.DEFINE_enum("local_pooling", "max", list(POOLINGS), "Pooling over each stripe's width.")
+    flags.DEFINE_enum("global_pooling", "mean", list(POOLINGS), "Pooling of the global feature.")
+    flags.DEFINE_float("bn_momentum", 0.9, "Momentum of every BatchNorm's moving statistics (Keras' "
+                       "convention; 0.9 = PyTorch's 0.1). Keras' MobileNetV2 ships 0.999.")
+    flags.DEFINE_integer("students", 1, "Students; >= 2 trains them together by mutual learning.")
+    # Batches and augmentation.
+    flags.DEFINE_integer("num_identities", 32, "P: identities per batch (per replica).")
+    flags.DEFINE_integer("num_instances", 4, "K: images per identity.")
+    flags.DEFINE_bool("flip", True, "Random horizontal flips.")
+    flags.DEFINE_integer("pad", 10, "Pad this many pixels, then crop randomly (0: off).")
+    flags.DEFINE_float("erasing_probability", 0.5, "Random erasing probability (0: off).")
+    # Objective.
+    flags.DEFINE_float("id_weight", 1.0, "Weight of the softmax ID loss.")
+    flags.DEFINE_float("global_triplet_weight", 1.0, "Weight of the global TriHard loss.")
+    flags.DEFINE_float("local_triplet_weight", 1.0,
+                       "Weight of the local (aligned) TriHard loss; 0: baseline.")
+    flags.DEFINE_float("mutual_id_weight", 0.01, "Weight of the KL mutual loss (>= 2 students).")
+    flags.DEFINE_float("mutual_metric_weight", 0.001,
+                       "Weight of the metric mutual loss (>= 2 students).")
+    flags.DEFINE_float("margin", 0.3, "Global TriHard margin.")
+    flags.DEFINE_float("local_margin", 0.3, "Local TriHard margin.")
+    flags.DEFINE_bool("soft_margin", False, "Soft-margin triplet loss instead of the hinge.")
+    flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing of the ID loss.")
+    # Optimiser.
+    flags.DEFINE_float("learning_rate", 1e-3, "Adam's base learning rate.")
+    flags.DEFINE_list("decay_epochs", ["80", "160"],
+                      "Epochs at which the rate is multiplied by --decay_factor.")
+    flags.DEFINE_float("decay_factor", 0.1, "Step decay factor.")
+    flags.DEFINE_float("warmup_epochs", 0.0, "Linear warm-up length in epochs (0: none).")
+    flags.DEFINE_float("warmup_factor", 0.01, "Warm-up starts at this fraction of the rate.")
+    flags.DEFINE_float("weight_decay", 5e-4, "Coupled L2 weight decay on kernels.")
+    # Execution.
+    flags.DEFINE_enum("strategy", "default", sorted(strategies.STRATEGIES),
+                      "Distribution strategy.")
+    flags.DEFINE_integer("cpu_replicas", 0, "Split the CPU into this many logical devices (testing "
+                         "--strategy=mirrored without GPUs); 0: off.")
+    flags.DEFINE_enum("precision", "float32", list(loop.PRECISIONS),
+                      "Keras mixed-precision policy.")
+    flags.DEFINE_bool("jit_compile", False, "XLA-compile the whole train step (single device).")
+    flags.DEFINE_bool("deterministic", False, "Deterministic TensorFlow ops (slower).")
+    # Evaluation and reporting.
+    flags.DEFINE_integer("eval_every", 0,
+                         "Evaluate every N epochs (0: at the end only; -1: never).")
+    flags.DEFINE_integer("eval_batch_size", 128, "Batch size of feature extraction.")
+    flags.DEFINE_bool("eval_flip", False, "Average features of the image and its mirror.")
+    flags.DEFINE_integer("checkpoints_to_keep", 3,
+                         "Checkpoints of the last epochs kept (+ the best).")
+    flags.DEFINE_integer("log_every", 20, "TensorBoard scalars every N steps.")
+    flags.DEFINE_bool("progress", True, "Progress bars.")
+
 
 # Flags that may differ when resuming: they change neither the model nor the data stream.
 RESUMABLE = {"resume", "epochs", "eval_every", "eval_batch_size", "log_every", "progress",
@@ -139,31 +156,19 @@ def check_resume(workdir: str, values: dict[str, object]) -> None:
         return
     with open(path) as f:
         saved = _settings(f.read())
-    now = _settings(flagfile_text(values))
-    changed = sorted(name for name in set(saved) | set(now)
-                     if saved.get(name) != now.get(name) and name not in RESUMABLE)
+    changed = changed_settings(saved, _settings(flagfile_text(values)), RESUMABLE)
     if changed:
         raise workdir_lib.WorkdirError(
             f"{path}: --resume with different settings ({', '.join(changed)}); only "
             f"{', '.join(sorted(RESUMABLE))} may change")
 
 
-def backbone_options(backbone: str) -> dict[str, object]:
-    """The backbone flags this backbone takes; setting one it does not take is an error."""
-    accepted = inspect.signature(BACKBONES[backbone]).parameters
-    options = {}
-    for flag, option in BACKBONE_FLAGS.items():
-        if option in accepted:
-            options[option] = FLAGS[flag].value
-        elif FLAGS[flag].present:
-            raise DatasetError(f"--{flag} does not apply to --backbone={backbone}")
-    return options
-
-
 def config_from_flags() -> loop.TrainConfig:
+    backbone_options = flags_as_keywords(BACKBONES[FLAGS.backbone], BACKBONE_FLAGS,
+                                         f"--backbone={FLAGS.backbone}")
     return loop.TrainConfig(
         data_dir=FLAGS.data_dir, workdir=FLAGS.workdir,
-        model=dict(backbone=FLAGS.backbone, backbone_options=backbone_options(FLAGS.backbone),
+        model=dict(backbone=FLAGS.backbone, backbone_options=backbone_options,
                    input_shape=(FLAGS.height, FLAGS.width, 3), embedding_dim=FLAGS.embedding_dim,
                    bn_neck=FLAGS.bn_neck, local_channels=FLAGS.local_channels,
                    local_pooling=FLAGS.local_pooling, global_pooling=FLAGS.global_pooling,
@@ -171,8 +176,7 @@ def config_from_flags() -> loop.TrainConfig:
         students=FLAGS.students, num_identities=FLAGS.num_identities,
         num_instances=FLAGS.num_instances,
         augmentation=augment.AugmentConfig(flip=FLAGS.flip, pad=FLAGS.pad,
-                                           erasing_probability=FLAGS.erasing_probability,
-                                           normalize=False),
+                                           erasing_probability=FLAGS.erasing_probability),
         losses=objective.LossWeights(
             id=FLAGS.id_weight, global_triplet=FLAGS.global_triplet_weight,
             local_triplet=FLAGS.local_triplet_weight, mutual_id=FLAGS.mutual_id_weight,
@@ -204,7 +208,7 @@ def run() -> list[str]:
         workdir_lib.prepare(FLAGS.workdir, FLAGS.resume)
         workdir_lib.write_text_atomic(os.path.join(FLAGS.workdir, workdir_lib.FLAGS_FILE),
                                       flagfile_text(values))
-    result = loop.train(config, strategy, resume=True)
+    result = loop.train(config, strategy, resume=FLAGS.resume)
     if not strategies.is_chief(strategy):
         return [f"{strategies.task_name(strategy)}: trained {result['epoch']} epochs "
                 f"(the chief writes {FLAGS.workdir})"]
@@ -220,5 +224,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    define_flags()
     flags.mark_flags_as_required(["data_dir", "workdir"])
     app.run(main)

@@ -10,7 +10,11 @@ SPLITS = ("train", "query", "gallery")
 
 
 class DatasetError(Exception):
-    """Bad input: the message is one line that names the file and the problem."""
+    """Bad input data: the message is one line that names the file and the problem.
+
+    Command-line misuse (a flag that does not apply, a bad combination) is not a dataset
+    problem: the commands report it as `tools.cli.FlagError`.
+    """
 
 
 @dataclass(frozen=True)

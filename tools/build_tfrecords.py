@@ -14,52 +14,49 @@ if __name__ == "__main__":
 
     quiet_tensorflow(sys.argv)
 
-import inspect  # noqa: E402
-
 from absl import app, flags  # noqa: E402
 
-from tfrecords_builder import BUILDERS, cuhk03, parser, writer  # noqa: E402
+from tfrecords_builder import BUILDERS, cuhk03, mars, parser, writer  # noqa: E402
 from tfrecords_builder.manifest import split_table  # noqa: E402
-from tools.cli import run_reporting  # noqa: E402
+from tools.cli import flags_as_keywords, run_reporting  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("dataset", None, sorted(BUILDERS), "Dataset to convert.")
-flags.DEFINE_string("data_dir", None, "Folder of the dataset as released (or its parent).")
-flags.DEFINE_string("output_dir", None, "Folder to create with the TFRecords and manifest.json.")
-flags.DEFINE_integer("records_per_shard", 1000, "Target records per shard (identities are never split).")
-flags.DEFINE_bool("overwrite", False, "Replace an existing output_dir.")
-flags.DEFINE_bool("skip_bad_images", False, "List undecodable images in the manifest instead of failing.")
-flags.DEFINE_integer("num_workers", None, "Parallel image decoders (default: autotuned over the cores).")
-flags.DEFINE_bool("progress", True, "Show a progress bar.")
-# Protocol options: flag name -> keyword of the dataset's parse(). None = the parser's default.
-flags.DEFINE_enum("box_type", None, cuhk03.BOX_TYPES, "cuhk03: labeled or detected boxes.")
-flags.DEFINE_enum("protocol", None, cuhk03.PROTOCOLS, "cuhk03: new (767/700) or classic (20 splits).")
-flags.DEFINE_integer("split_index", None, "cuhk03 classic: test split 0..19.")
-flags.DEFINE_bool("allow_missing", None, "cuhk03: skip split-file entries without an image.")
-flags.DEFINE_enum("cuhk03_source", None, cuhk03.SOURCES, "cuhk03: where the images come from.")
-flags.DEFINE_bool("combine_trainval", None, "msmt17: train on list_train + list_val.")
-flags.DEFINE_enum("mars_gallery", None, ["all_test", "exclude_query"], "mars: gallery protocol.")
-flags.DEFINE_integer("split_seed", None, "cuhk01: seed of the train/test identity split.")
-flags.DEFINE_integer("num_train_identities", None, "cuhk01: identities in the train split.")
 
+
+def define_flags() -> None:
+    """The command's flags (see `tools.cli`)."""
+    flags.DEFINE_enum("dataset", None, sorted(BUILDERS), "Dataset to convert.")
+    flags.DEFINE_string("data_dir", None, "Folder of the dataset as released (or its parent).")
+    flags.DEFINE_string("output_dir", None,
+                        "Folder to create with the TFRecords and manifest.json.")
+    flags.DEFINE_integer("records_per_shard", 1000,
+                         "Target records per shard (identities are never split).")
+    flags.DEFINE_bool("overwrite", False, "Replace an existing output_dir.")
+    flags.DEFINE_bool("skip_bad_images", False,
+                      "List undecodable images in the manifest instead of failing.")
+    flags.DEFINE_integer("num_workers", None,
+                         "Parallel image decoders (default: autotuned over the cores).")
+    flags.DEFINE_bool("progress", True, "Show a progress bar.")
+    # Protocol options (PROTOCOL_FLAGS).
+    flags.DEFINE_enum("box_type", None, cuhk03.BOX_TYPES, "cuhk03: labeled or detected boxes.")
+    flags.DEFINE_enum("protocol", None, cuhk03.PROTOCOLS,
+                      "cuhk03: new (767/700) or classic (20 splits).")
+    flags.DEFINE_integer("split_index", None, "cuhk03 classic: test split 0..19.")
+    flags.DEFINE_bool("allow_missing", None, "cuhk03: skip split-file entries without an image.")
+    flags.DEFINE_enum("cuhk03_source", None, cuhk03.SOURCES, "cuhk03: where the images come from.")
+    flags.DEFINE_bool("combine_trainval", None, "msmt17: train on list_train + list_val.")
+    flags.DEFINE_enum("mars_gallery", None, mars.GALLERIES, "mars: gallery protocol.")
+    flags.DEFINE_integer("split_seed", None, "cuhk01: seed of the train/test identity split.")
+    flags.DEFINE_integer("num_train_identities", None, "cuhk01: identities in the train split.")
+
+
+# Protocol flag -> keyword of the dataset's parse(); an unset one keeps the parser's default.
 PROTOCOL_FLAGS = {
     "box_type": "box_type", "protocol": "protocol", "split_index": "split_index",
     "allow_missing": "allow_missing", "cuhk03_source": "source",
     "combine_trainval": "combine_trainval", "mars_gallery": "gallery",
     "split_seed": "split_seed", "num_train_identities": "num_train_identities",
 }
-
-
-def protocol_options(dataset: str) -> dict:
-    """The protocol flags the user set, as keywords of the dataset's parse(); rejects misfits."""
-    accepted = inspect.signature(parser(dataset)).parameters
-    options = {}
-    for flag, keyword in PROTOCOL_FLAGS.items():
-        if FLAGS[flag].present:
-            if keyword not in accepted:
-                raise app.UsageError(f"--{flag} does not apply to --dataset={dataset}")
-            options[keyword] = FLAGS[flag].value
-    return options
 
 
 def summary_lines(manifest: dict, output_dir: str) -> list[str]:
@@ -74,7 +71,10 @@ def summary_lines(manifest: dict, output_dir: str) -> list[str]:
 
 
 def convert() -> list[str]:
-    split = parser(FLAGS.dataset)(FLAGS.data_dir, **protocol_options(FLAGS.dataset))
+    parse = parser(FLAGS.dataset)
+    options = flags_as_keywords(parse, PROTOCOL_FLAGS, f"--dataset={FLAGS.dataset}",
+                                given_only=True)
+    split = parse(FLAGS.data_dir, **options)
     manifest = writer.build(split, FLAGS.output_dir, FLAGS.records_per_shard, FLAGS.overwrite,
                             FLAGS.skip_bad_images, FLAGS.num_workers, FLAGS.progress)
     return summary_lines(manifest, FLAGS.output_dir)
@@ -86,5 +86,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    define_flags()
     flags.mark_flags_as_required(["dataset", "data_dir", "output_dir"])
     app.run(main)

@@ -1,13 +1,30 @@
-"""What every tf-reid command line shares: bad input is one `error:` line and exit status 1."""
+"""What every tf-reid command line shares: bad input is one `error:` line and exit status 1.
+
+Each command defines its flags in `define_flags()`, called only when it runs as a program:
+
+    if __name__ == "__main__":
+        define_flags()
+        flags.mark_flags_as_required([...])
+        app.run(main)
+
+so importing a command (a test, a bench, another command) defines no flags: commands share
+flag names (--output, --progress, --data_dir, ...), and absl refuses a name defined twice.
+"""
 
 from __future__ import annotations
 
+import inspect
 import sys
-from typing import Callable, Sequence, Type
+from typing import Any, Callable, Collection, Mapping, Sequence, Type
 
 from absl import flags, logging
 
 from tfrecords_builder.records import DatasetError
+
+
+class FlagError(Exception):
+    """Command-line misuse (a flag that does not apply, a bad combination): the message is one
+    line naming the flag."""
 
 
 def warnings_only_unless_verbose() -> None:
@@ -20,7 +37,7 @@ def run_reporting(body: Callable[[], Sequence[str]],
                   errors: tuple[Type[Exception], ...] = (DatasetError,)) -> int:
     """Runs `body`, prints the lines it returns, and returns the exit status.
 
-    An exception of `errors` (bad input: DatasetError by default) becomes one
+    A FlagError, or an exception of `errors` (bad input: DatasetError by default), becomes one
     `error: <message>` line on stderr and status 1. absl logs from WARNING up unless
     `--verbosity` is given: TensorFlow's INFO lines (a line per checkpoint or SavedModel
     write) would bury the command's own output.
@@ -28,8 +45,50 @@ def run_reporting(body: Callable[[], Sequence[str]],
     warnings_only_unless_verbose()
     try:
         lines = body()
-    except errors as e:
+    except (FlagError, *errors) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print("\n".join(lines))
     return 0
+
+
+def flags_as_keywords(function: Callable[..., Any], keywords: Mapping[str, str], target: str,
+                      given_only: bool = False,
+                      flag_values: flags.FlagValues = flags.FLAGS) -> dict[str, Any]:
+    """The values of the flags that `function` takes, keyed by its parameter names.
+
+    Args:
+      function: its signature decides which of the flags apply.
+      keywords: {flag name: parameter name of `function`}.
+      target: what the flags would apply to, for the error message ("--dataset=mars").
+      given_only: only the flags given on the command line (or in a flagfile), so that the
+        others leave `function`'s defaults; otherwise every flag it takes, at its flag value.
+      flag_values: the parsed flags.
+
+    Returns:
+      {parameter name: flag value}, in the order of `keywords`.
+
+    Raises:
+      FlagError: a flag given on the command line that `function` does not take.
+    """
+    accepted = inspect.signature(function).parameters
+    options = {}
+    for flag, keyword in keywords.items():
+        given = flag_values[flag].present
+        if keyword not in accepted:
+            if given:
+                raise FlagError(f"--{flag} does not apply to {target}")
+        elif given or not given_only:
+            options[keyword] = flag_values[flag].value
+    return options
+
+
+def changed_settings(saved: Mapping[str, Any], current: Mapping[str, Any],
+                     may_change: Collection[str]) -> list[str]:
+    """Sorted names whose values differ between a run's saved and current settings.
+
+    A name missing on one side counts as the value None there; names in `may_change` are
+    left out (settings that change neither the model nor its data stream).
+    """
+    return sorted(name for name in set(saved) | set(current)
+                  if name not in may_change and saved.get(name) != current.get(name))

@@ -22,20 +22,30 @@ from absl import app, flags  # noqa: E402
 from tf_reid.models import torch_weights  # noqa: E402
 from tfrecords_builder import atomic  # noqa: E402
 from tfrecords_builder.records import DatasetError  # noqa: E402
-from tools.cli import run_reporting  # noqa: E402
+from tools.cli import FlagError, run_reporting  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("input", None, "Legacy (pre-1.6) torch.save of the MobileNetV2 features state dict.")
-flags.DEFINE_string("output", None, "Keras weights file to write; must end in .weights.h5.")
-flags.DEFINE_bool("overwrite", False, "Replace an existing output file.")
+
+
+def define_flags() -> None:
+    """The command's flags (see `tools.cli`)."""
+    flags.DEFINE_string("input", None,
+                        "Legacy (pre-1.6) torch.save of the MobileNetV2 features state dict.")
+    flags.DEFINE_string("output", None, "Keras weights file to write; must end in .weights.h5.")
+    flags.DEFINE_bool("overwrite", False, "Replace an existing output file.")
 
 
 def convert_weights(input_path: str, output_path: str, overwrite: bool) -> list[str]:
-    """Writes the converted weights to `output_path` atomically; returns the lines to print."""
+    """Writes the converted weights to `output_path` atomically; returns the lines to print.
+
+    Raises:
+      FlagError: `output_path` does not end in .weights.h5, or exists and not `overwrite`.
+      DatasetError: `input_path` is not a readable legacy MobileNetV2 state dict.
+    """
     if not output_path.endswith(".weights.h5"):
-        raise DatasetError(f"{output_path}: output must end in .weights.h5")
+        raise FlagError(f"{output_path}: output must end in .weights.h5")
     if os.path.lexists(output_path) and not overwrite:
-        raise DatasetError(f"{output_path}: output already exists (pass --overwrite to replace it)")
+        raise FlagError(f"{output_path}: output already exists (pass --overwrite to replace it)")
     try:
         weights = torch_weights.keras_mobilenet_v2_weights(
             torch_weights.load_legacy_state_dict(input_path))
@@ -57,5 +67,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    define_flags()
     flags.mark_flags_as_required(["input", "output"])
     app.run(main)

@@ -17,10 +17,14 @@ from absl import app, flags  # noqa: E402
 
 from tfrecords_builder import verify  # noqa: E402
 from tfrecords_builder.manifest import split_table  # noqa: E402
-from tools.cli import run_reporting  # noqa: E402
+from tools.cli import FlagError, run_reporting  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("samples", 8, "Images decoded per shard.")
+
+
+def define_flags() -> None:
+    """The command's flags (see `tools.cli`)."""
+    flags.DEFINE_integer("samples", 8, "Images decoded per shard.")
 
 
 def report_lines(output_dir: str, manifest: dict) -> list[str]:
@@ -33,12 +37,12 @@ def report_lines(output_dir: str, manifest: dict) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        raise app.UsageError("usage: python -m tools.inspect_tfrecords DIR")
-    output_dir = argv[1]
     problems: list[str] = []
 
     def check() -> list[str]:
+        if len(argv) != 2:
+            raise FlagError("give one TFRecords folder: python -m tools.inspect_tfrecords DIR")
+        output_dir = argv[1]
         manifest, found = verify.verify(output_dir, FLAGS.samples)
         problems.extend(found)
         return report_lines(output_dir, manifest)
@@ -53,4 +57,5 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -97,6 +97,19 @@ def test_resume_refuses_changed_settings(data_dir, tmp_path):
     assert tf.train.latest_checkpoint(str(workdir / "checkpoints")).endswith("ckpt-2")
 
 
+def test_the_library_refuses_to_start_over_checkpoints_without_resume(tmp_path):
+    """`loop.train(resume=False)` on a workdir that holds checkpoints: refused before any work."""
+    from tf_reid.training import loop
+
+    checkpoints = tmp_path / "run" / workdir_lib.CHECKPOINTS
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "ckpt-1.index").write_bytes(b"")
+    (checkpoints / "checkpoint").write_text('model_checkpoint_path: "ckpt-1"\n')
+    config = loop.TrainConfig(data_dir=str(tmp_path / "no_data"), workdir=str(tmp_path / "run"))
+    with pytest.raises(workdir_lib.WorkdirError, match="holds checkpoints"):
+        loop.train(config, resume=False)
+
+
 def test_killed_and_resumed_equals_uninterrupted(data_dir, tmp_path):
     """SIGKILL as soon as a checkpoint is recorded, resume, and compare every variable
     (weights, BatchNorm statistics, Adam moments and iterations) with a run never killed."""

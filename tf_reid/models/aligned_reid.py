@@ -18,7 +18,7 @@ import tensorflow as tf
 from tf_reid.data import augment
 from tf_reid.models.backbones import BACKBONES
 
-_POOLINGS = ("mean", "max")
+POOLINGS = ("mean", "max")
 
 
 def pool(x: tf.Tensor, axis: int | tuple[int, ...], kind: str) -> tf.Tensor:
@@ -27,7 +27,7 @@ def pool(x: tf.Tensor, axis: int | tuple[int, ...], kind: str) -> tf.Tensor:
         return keras.ops.mean(x, axis=axis)
     if kind == "max":
         return keras.ops.max(x, axis=axis)
-    raise ValueError(f"pooling must be one of {_POOLINGS}, got {kind!r}")
+    raise ValueError(f"pooling must be one of {POOLINGS}, got {kind!r}")
 
 
 def batch_norms(model: keras.layers.Layer) -> list[keras.layers.BatchNormalization]:
@@ -72,8 +72,8 @@ class AlignedReID(keras.Model):
         if backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {sorted(BACKBONES)}, got {backbone!r}")
         for name, kind in (("local_pooling", local_pooling), ("global_pooling", global_pooling)):
-            if kind not in _POOLINGS:
-                raise ValueError(f"{name} must be one of {_POOLINGS}, got {kind!r}")
+            if kind not in POOLINGS:
+                raise ValueError(f"{name} must be one of {POOLINGS}, got {kind!r}")
         self.num_classes = num_classes
         self.backbone_name = backbone
         self.backbone_options = dict(backbone_options or {})

@@ -55,7 +55,7 @@ class TrainConfig:
     students: int = 1
     num_identities: int = 32
     num_instances: int = 4
-    augmentation: augment.AugmentConfig = augment.AugmentConfig(normalize=False)
+    augmentation: augment.AugmentConfig = augment.AugmentConfig()
     losses: objective.LossWeights = objective.LossWeights()
     weight_decay: float = 5e-4
     learning_rate: float = 1e-3
@@ -113,16 +113,28 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None,
     On a multi-worker cluster every worker calls this with the same config: the chief writes
     `config.workdir` and evaluates; the others restore from it and write their epoch
     checkpoints (every worker takes part in each save) to a temporary folder, deleted at the end.
+    Whether a workdir that holds other files may be used is the caller's decision
+    (`workdir.prepare`): a command writes its own files there (its resolved flags) first.
+
+    Args:
+      config: the run.
+      strategy: default: the current distribution strategy.
+      resume: continue from the workdir's last checkpoint, if it has one (same step,
+        optimiser state and data position); False starts a new run.
 
     Raises:
-      WorkdirError: the workdir is not empty and `resume` is False.
+      WorkdirError: `resume` is False and the workdir already holds checkpoints.
     """
     strategy = strategy or tf.distribute.get_strategy()
     if config.precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {config.precision!r}")
     if strategies.is_chief(strategy):
-        return _train(config, strategy, workdir_lib.prepare(config.workdir, resume),
-                      config.workdir, chief=True)
+        if not resume and tf.train.latest_checkpoint(
+                os.path.join(config.workdir, workdir_lib.CHECKPOINTS)):
+            raise workdir_lib.WorkdirError(f"{config.workdir}: holds checkpoints of a run; "
+                                           "resume it, or choose a new workdir")
+        os.makedirs(config.workdir, exist_ok=True)
+        return _train(config, strategy, resume, config.workdir, chief=True)
     out = tempfile.mkdtemp(prefix=f"tf_reid-{strategies.task_name(strategy)}-")
     try:
         return _train(config, strategy, resume, out, chief=False)
