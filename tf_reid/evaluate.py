@@ -31,29 +31,34 @@ from tfrecords_builder.records import DatasetError  # noqa: E402
 from tools.cli import run_reporting  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "A tf_reid.train workdir (model.json and checkpoints).")
-flags.DEFINE_enum("which", "best", list(workdir_lib.WHICH),
-                  "Checkpoint: the best evaluation (falls back to the last) or the last.")
-flags.DEFINE_integer("student", 0, "Which student of a mutual-learning run.")
-flags.DEFINE_string("data_dir", None, "TFRecords folder (default: the data_dir in model.json).")
-flags.DEFINE_integer("batch_size", 128, "Images per batch during feature extraction.")
-flags.DEFINE_bool("flip", False, "Average the features of each image and its mirror.")
-flags.DEFINE_bool("local", False, "Also evaluate the global + local (aligned) distance.")
-flags.DEFINE_bool("rerank", False, "Also evaluate each distance k-reciprocal re-ranked.")
-flags.DEFINE_bool("normalize", True, "L2-normalise the global features before distances.")
-flags.DEFINE_float("local_weight", 1.0, "Weight of the local distance in global + local.")
-flags.DEFINE_integer("rerank_k1", 20, "Re-ranking k1.")
-flags.DEFINE_integer("rerank_k2", 6, "Re-ranking k2.")
-flags.DEFINE_float("rerank_lambda", 0.3, "Re-ranking lambda (weight of the original distance).")
-flags.DEFINE_enum("tracklet_pooling", None, list(protocols.POOLING_METHODS),
-                  "Video datasets (MARS): pool frame features per tracklet before ranking.")
-flags.DEFINE_integer("max_rank", 50, "Length of the CMC curve (>= 10).")
-flags.DEFINE_string("save_features", None, "Also write the query/gallery features to this .npz.")
-flags.DEFINE_string("features", None, "Evaluate features saved with --save_features instead "
-                    "of a model.")
-flags.DEFINE_string("output", None, "Where to write the metrics (default: WORKDIR/eval.json, "
-                    "or F.eval.json next to --features).")
-flags.DEFINE_bool("progress", True, "Progress bars.")
+
+
+def define_flags() -> None:
+    """The command's flags (see `tools.cli`)."""
+    flags.DEFINE_string("workdir", None, "A tf_reid.train workdir (model.json and checkpoints).")
+    flags.DEFINE_enum("which", "best", list(workdir_lib.WHICH),
+                      "Checkpoint: the best evaluation (falls back to the last) or the last.")
+    flags.DEFINE_integer("student", 0, "Which student of a mutual-learning run.")
+    flags.DEFINE_string("data_dir", None, "TFRecords folder (default: the data_dir in model.json).")
+    flags.DEFINE_integer("batch_size", 128, "Images per batch during feature extraction.")
+    flags.DEFINE_bool("flip", False, "Average the features of each image and its mirror.")
+    flags.DEFINE_bool("local", False, "Also evaluate the global + local (aligned) distance.")
+    flags.DEFINE_bool("rerank", False, "Also evaluate each distance k-reciprocal re-ranked.")
+    flags.DEFINE_bool("normalize", True, "L2-normalise the global features before distances.")
+    flags.DEFINE_float("local_weight", 1.0, "Weight of the local distance in global + local.")
+    flags.DEFINE_integer("rerank_k1", 20, "Re-ranking k1.")
+    flags.DEFINE_integer("rerank_k2", 6, "Re-ranking k2.")
+    flags.DEFINE_float("rerank_lambda", 0.3, "Re-ranking lambda (weight of the original distance).")
+    flags.DEFINE_enum("tracklet_pooling", None, list(protocols.POOLING_METHODS),
+                      "Video datasets (MARS): pool frame features per tracklet before ranking.")
+    flags.DEFINE_integer("max_rank", 50, "Length of the CMC curve (>= 10).")
+    flags.DEFINE_string("save_features", None, "Also write the query/gallery features to this .npz.")
+    flags.DEFINE_string("features", None, "Evaluate features saved with --save_features instead "
+                        "of a model.")
+    flags.DEFINE_string("output", None, "Where to write the metrics (default: WORKDIR/eval.json, "
+                        "or F.eval.json next to --features).")
+    flags.DEFINE_bool("progress", True, "Progress bars.")
+
 
 EVAL_FILE = "eval.json"
 
@@ -138,4 +143,5 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -32,8 +32,14 @@ from typing import Callable, Sequence  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("root", ".", "Repository root (configs/ is read from there, outputs go there).")
-flags.DEFINE_string("python", sys.executable, "Python that runs each stage's command line.")
+
+
+def define_flags() -> None:
+    """The command's flags (see `tools.cli`)."""
+    flags.DEFINE_string("root", ".",
+                        "Repository root (configs/ is read from there, outputs go there).")
+    flags.DEFINE_string("python", sys.executable, "Python that runs each stage's command line.")
+
 
 DATA = "data/demo"
 IMAGES = f"{DATA}/images"
@@ -190,4 +196,5 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -23,16 +23,20 @@ import os  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("saved_model", None, "Exported version folder (EXPORT_DIR/NAME/VERSION), run in-process.")
-flags.DEFINE_string("rest", None, "TF Serving REST base URL, e.g. http://localhost:8501.")
-flags.DEFINE_string("grpc", None, "TF Serving gRPC target, e.g. localhost:8500.")
-flags.DEFINE_string("model_name", "tf_reid", "Served model name (with --rest/--grpc).")
-flags.DEFINE_integer("version", None, "Served version (with --rest); default: the latest.")
-flags.DEFINE_list("images", None, "Image files or glob patterns.")
-flags.DEFINE_integer("batch_size", 32, "Images per request.")
-flags.DEFINE_string("output", None, "Where to write the .npz of embeddings and paths.")
-flags.DEFINE_enum("split", "query", ["query", "gallery"], "Split name the .npz stores them under.")
-flags.DEFINE_bool("progress", True, "Progress bar.")
+
+
+def define_flags() -> None:
+    """The command's flags (see `tools.cli`)."""
+    flags.DEFINE_string("saved_model", None, "Exported version folder (EXPORT_DIR/NAME/VERSION), run in-process.")
+    flags.DEFINE_string("rest", None, "TF Serving REST base URL, e.g. http://localhost:8501.")
+    flags.DEFINE_string("grpc", None, "TF Serving gRPC target, e.g. localhost:8500.")
+    flags.DEFINE_string("model_name", "tf_reid", "Served model name (with --rest/--grpc).")
+    flags.DEFINE_integer("version", None, "Served version (with --rest); default: the latest.")
+    flags.DEFINE_list("images", None, "Image files or glob patterns.")
+    flags.DEFINE_integer("batch_size", 32, "Images per request.")
+    flags.DEFINE_string("output", None, "Where to write the .npz of embeddings and paths.")
+    flags.DEFINE_enum("split", "query", ["query", "gallery"], "Split name the .npz stores them under.")
+    flags.DEFINE_bool("progress", True, "Progress bar.")
 
 
 class EmbedError(ValueError):
@@ -116,5 +120,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    define_flags()
     flags.mark_flags_as_required(["images", "output"])
     app.run(main)

@@ -22,13 +22,19 @@ import os  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Training workdir (tf_reid.train).")
-flags.DEFINE_string("export_dir", None, "Base folder of exported models (TF Serving's base path's parent).")
-flags.DEFINE_string("model_name", "tf_reid", "Served model name (folder under --export_dir).")
-flags.DEFINE_integer("version", None, "Version number; default: the next free one.")
-flags.DEFINE_enum("which", "best", ["best", "last"], "Checkpoint to export.")
-flags.DEFINE_integer("student", 0, "Which student of a mutual-learning run.")
-flags.DEFINE_integer("warmup_images", 4, "Query images in the warm-up requests (0: no warm-up file).")
+
+
+def define_flags() -> None:
+    """The command's flags (see `tools.cli`)."""
+    from tf_reid.training.workdir import WHICH
+
+    flags.DEFINE_string("workdir", None, "Training workdir (tf_reid.train).")
+    flags.DEFINE_string("export_dir", None, "Base folder of exported models (TF Serving's base path's parent).")
+    flags.DEFINE_string("model_name", "tf_reid", "Served model name (folder under --export_dir).")
+    flags.DEFINE_integer("version", None, "Version number; default: the next free one.")
+    flags.DEFINE_enum("which", "best", list(WHICH), "Checkpoint to export.")
+    flags.DEFINE_integer("student", 0, "Which student of a mutual-learning run.")
+    flags.DEFINE_integer("warmup_images", 4, "Query images in the warm-up requests (0: no warm-up file).")
 
 
 def warmup_images(data_dir: str, count: int) -> list[bytes]:
@@ -78,5 +84,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    define_flags()
     flags.mark_flags_as_required(["workdir", "export_dir"])
     app.run(main)

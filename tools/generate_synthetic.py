@@ -17,26 +17,33 @@ from tools.cli import run_reporting
 FLAGS = flags.FLAGS
 _DEFAULTS = {k: p.default for k, p in inspect.signature(synthetic.generate).parameters.items()}
 
-flags.DEFINE_string("output_dir", None, "Folder to create (refused if it exists, see --overwrite).")
-flags.DEFINE_integer("num_identities", _DEFAULTS["num_identities"], "Identities, train + test.",
-                     lower_bound=2)
-flags.DEFINE_integer("num_train_identities", _DEFAULTS["num_train_identities"],
-                     "Training identities (default: half of --num_identities).", lower_bound=1)
-flags.DEFINE_integer("num_cameras", _DEFAULTS["num_cameras"], "Cameras; every identity is seen "
-                     "by all of them.", lower_bound=2)
-flags.DEFINE_integer("images_per_identity_per_camera", _DEFAULTS["images_per_identity_per_camera"],
-                     "Images of each identity in each camera (test: 1 query, the rest gallery).",
-                     lower_bound=2)
-flags.DEFINE_integer("height", _DEFAULTS["height"], "Image height in pixels.", lower_bound=8)
-flags.DEFINE_integer("width", _DEFAULTS["width"], "Image width in pixels.", lower_bound=8)
-flags.DEFINE_integer("seed", _DEFAULTS["seed"], "Random seed: same seed, same bytes.")
-flags.DEFINE_enum("image_format", _DEFAULTS["image_format"], sorted(synthetic.IMAGE_FORMATS),
-                  "Image file format.")
-flags.DEFINE_bool("overwrite", False, "Replace an existing synthetic output_dir.")
-flags.register_multi_flags_validator(
-    ["num_identities", "num_train_identities"],
-    lambda f: f["num_train_identities"] is None or f["num_train_identities"] < f["num_identities"],
-    message="--num_train_identities must be smaller than --num_identities")
+
+def define_flags() -> None:
+    """The command's flags (see `tools.cli`)."""
+    flags.DEFINE_string("output_dir", None,
+                        "Folder to create (refused if it exists, see --overwrite).")
+    flags.DEFINE_integer("num_identities", _DEFAULTS["num_identities"],
+                         "Identities, train + test.", lower_bound=2)
+    flags.DEFINE_integer("num_train_identities", _DEFAULTS["num_train_identities"],
+                         "Training identities (default: half of --num_identities).",
+                         lower_bound=1)
+    flags.DEFINE_integer("num_cameras", _DEFAULTS["num_cameras"], "Cameras; every identity is seen "
+                         "by all of them.", lower_bound=2)
+    flags.DEFINE_integer("images_per_identity_per_camera",
+                         _DEFAULTS["images_per_identity_per_camera"],
+                         "Images of each identity in each camera (test: 1 query, the rest "
+                         "gallery).", lower_bound=2)
+    flags.DEFINE_integer("height", _DEFAULTS["height"], "Image height in pixels.", lower_bound=8)
+    flags.DEFINE_integer("width", _DEFAULTS["width"], "Image width in pixels.", lower_bound=8)
+    flags.DEFINE_integer("seed", _DEFAULTS["seed"], "Random seed: same seed, same bytes.")
+    flags.DEFINE_enum("image_format", _DEFAULTS["image_format"], sorted(synthetic.IMAGE_FORMATS),
+                      "Image file format.")
+    flags.DEFINE_bool("overwrite", False, "Replace an existing synthetic output_dir.")
+    flags.register_multi_flags_validator(
+        ["num_identities", "num_train_identities"],
+        lambda f: (f["num_train_identities"] is None
+                   or f["num_train_identities"] < f["num_identities"]),
+        message="--num_train_identities must be smaller than --num_identities")
 
 
 def summary_lines(counts: dict[str, int], output_dir: str) -> list[str]:
@@ -64,5 +71,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    define_flags()
     flags.mark_flags_as_required(["output_dir"])
     app.run(main)

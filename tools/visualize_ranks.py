@@ -43,18 +43,23 @@ from tfrecords_builder.records import DatasetError  # noqa: E402
 from tools.cli import run_reporting  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("features", None, "Features file written by tf_reid.evaluate --save_features.")
-flags.DEFINE_string("data_dir", None, "TFRecords folder (default: the features' data_dir).")
-flags.DEFINE_string("output_dir", None, "Folder for ranks.png and cmc.png (created).")
-flags.DEFINE_list("queries", None, "Query indices to show, e.g. 0,5,9.")
-flags.DEFINE_integer("num_queries", 8, "Without --queries: this many, evenly spaced.")
-flags.DEFINE_integer("top_k", 10, "Gallery images per query.")
-flags.DEFINE_bool("local", False, "Rank by global + local distance instead of global.")
-flags.DEFINE_bool("rerank", False, "Rank by the k-reciprocal re-ranked distance.")
-flags.DEFINE_bool("normalize", True, "L2-normalise the global features before distances.")
-flags.DEFINE_integer("max_rank", 50, "Last rank of the CMC curve.")
-flags.DEFINE_integer("cell_height", 128, "Height of each image in ranks.png.")
-flags.DEFINE_integer("cell_width", 64, "Width of each image in ranks.png.")
+
+
+def define_flags() -> None:
+    """The command's flags (see `tools.cli`)."""
+    flags.DEFINE_string("features", None, "Features file written by tf_reid.evaluate --save_features.")
+    flags.DEFINE_string("data_dir", None, "TFRecords folder (default: the features' data_dir).")
+    flags.DEFINE_string("output_dir", None, "Folder for ranks.png and cmc.png (created).")
+    flags.DEFINE_list("queries", None, "Query indices to show, e.g. 0,5,9.")
+    flags.DEFINE_integer("num_queries", 8, "Without --queries: this many, evenly spaced.")
+    flags.DEFINE_integer("top_k", 10, "Gallery images per query.")
+    flags.DEFINE_bool("local", False, "Rank by global + local distance instead of global.")
+    flags.DEFINE_bool("rerank", False, "Rank by the k-reciprocal re-ranked distance.")
+    flags.DEFINE_bool("normalize", True, "L2-normalise the global features before distances.")
+    flags.DEFINE_integer("max_rank", 50, "Last rank of the CMC curve.")
+    flags.DEFINE_integer("cell_height", 128, "Height of each image in ranks.png.")
+    flags.DEFINE_integer("cell_width", 64, "Width of each image in ranks.png.")
+
 
 BORDER, LABEL, PAD, GAP = 4, 14, 4, 12
 WHITE, BLACK, GREY = (255, 255, 255), (0, 0, 0), (120, 120, 120)
@@ -261,5 +266,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    define_flags()
     flags.mark_flags_as_required(["features", "output_dir"])
     app.run(main)
