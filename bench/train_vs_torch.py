@@ -182,7 +182,8 @@ def measure(backbone: str, torch_python: str) -> dict[str, Any]:
                 seconds, _ = sides[side].run(row, steps)
                 best[side, row] = max(best[side, row], steps * size / seconds)
                 print(f"[{backbone} round {round_index + 1} {side} {row}: "
-                      f"{steps * size / seconds:.2f} images/s]", file=sys.stderr, flush=True)
+                      f"{steps * size / seconds:.2f} images/s, {seconds:.2f} s]", file=sys.stderr,
+                      flush=True)
     finally:
         for side in sides.values():
             side.close()
