@@ -8,7 +8,8 @@ neither framework at the top, and each side's functions import theirs.
 
 tf side: `bench.train_step.build_trainer` (the MutualTrainer as `tf_reid.training.loop.train`
 builds it) per objective of `bench.train_step.OBJECTIVES`, each step timed through `fit` on the
-batch repeated from memory, as `bench.train_step` times it.
+batch repeated from memory, as `bench.train_step` times it but with tf.data's autotuning off
+(see `tf_runners`).
 
 torch side, a minimal PyTorch reference of the same recipe (float32, channels_last):
   network   torchvision MobileNetV2 / ResNet50 (last stride 1, as tf-reid's default) feature
@@ -88,7 +89,13 @@ def tf_runners(config: dict[str, Any], images: np.ndarray, pids: np.ndarray
     train_step.FLAGS([sys.argv[0], f"--num_classes={config['num_classes']}",
                       f"--height={config['height']}", f"--width={config['width']}"])
     keras.utils.set_random_seed(config["seed"])
-    data = tf.data.Dataset.from_tensors((images, pids)).repeat()
+    # One constant batch leaves tf.data nothing to tune, and with autotuning on a `fit` call does
+    # not return before the autotuning thread's next wake-up, whose period starts at 10 ms and
+    # doubles: every timed call would last 10 ms * (2^n - 1), not its steps. A real run makes one
+    # iterator for all its epochs and pays that at most once.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    data = tf.data.Dataset.from_tensors((images, pids)).repeat().with_options(options)
 
     def runner(model: keras.Model) -> Runner:
         def run(steps: int) -> float:
