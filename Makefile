@@ -13,8 +13,11 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $(STAMP)
 
+# Two workers: most of the suite's wall time is one core busy (interpreter and TensorFlow start-up
+# in the tests' subprocesses, Python-side set-up), so the second core was idle. --dist loadfile
+# keeps each module on one worker, so a module-scoped fixture is built once.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 # Synthetic pedestrians -> TFRecords -> train -> evaluate -> export -> embed + search -> PNGs.
 # Every stage's command is printed; re-running reuses what exists (see tools/demo.py).

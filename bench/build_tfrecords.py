@@ -44,8 +44,8 @@ def best_of(repeats: int, fn) -> float:
 
 def main(argv: list[str]) -> None:
     del argv
-    split = cuhk03.parse(FLAGS.data_dir, allow_missing=True)
-    paths = [os.path.join(split.source, r.path) for r in split.records]
+    parsed = cuhk03.parse(FLAGS.data_dir, allow_missing=True)
+    paths = [os.path.join(parsed.source, r.path) for r in parsed.records]
     n = len(paths)
 
     def read_only():
@@ -63,7 +63,7 @@ def main(argv: list[str]) -> None:
     def convert():
         out = os.path.join(out_root, "out")
         shutil.rmtree(out, ignore_errors=True)
-        writer.build(split, out, progress=False, num_workers=FLAGS.num_workers)
+        writer.build(parsed, out, progress=False, num_workers=FLAGS.num_workers)
 
     try:
         read_only()  # warm the page cache so every measurement sees the same state

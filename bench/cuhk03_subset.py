@@ -28,14 +28,12 @@ continues where it stopped; settings that change a run are refused for an existi
                 the best (mAP), and report that checkpoint on the real query/gallery.
 
 Epoch arithmetic (default --epochs=20). One epoch of `loop.train` is one pass over the training
-identities: 427 // 16 = 26 steps of 64 images = 1,664 images. At the ~40 img/s the train step
-runs at on this 2-core CPU, and with mutual costing ~2x (two students), the three variants cost
-(1 + 1 + 2) x 20 x 1,664 = 133,120 image-steps / 40 = 3,328 s = 55 min of training, leaving
-~5 min for graph building and the evaluations (4,032 images each, plus the 3,200 x 3,200 aligned
-distances that global + local re-ranking needs) within an hour, for one seed. Each variant sees
-20 x 1,664 = 33,280 images = 8.0 PyTorch epochs of the 4,145 training images; the PyTorch bar
-printed under the table trained 23 such epochs (95,335 images), 2.9x more: compare rank-1/mAP
-with that in mind, and the images/s directly.
+identities: 427 // 16 = 26 steps of 64 images = 1,664 images. Mutual learning costs about two
+steps (two students), so the three variants train (1 + 1 + 2) x 20 x 1,664 = 133,120
+image-steps per seed; BUILD.md gives what that takes on the machines it was measured on. Each
+variant sees 20 x 1,664 = 33,280 images = 8.0 PyTorch epochs of the 4,145 training images; the
+PyTorch bar printed under the table trained 23 such epochs (95,335 images), 2.9x more: compare
+rank-1/mAP with that in mind, and the images/s directly.
 """
 
 from __future__ import annotations
@@ -125,12 +123,12 @@ def build_data(output_dir: str, carve: bool) -> str:
     name = f"val{FLAGS.val_identities}-s{FLAGS.val_seed}" if carve else "test"
     path = os.path.join(output_dir, name)
     if not os.path.isfile(os.path.join(path, MANIFEST)):
-        split = cuhk03.parse(FLAGS.data_dir, box_type="labeled", protocol="new",
-                             allow_missing=True)
+        parsed = cuhk03.parse(FLAGS.data_dir, box_type="labeled", protocol="new",
+                              allow_missing=True)
         if carve:
-            split = validation.carve_validation(split, FLAGS.val_identities, FLAGS.val_seed)
+            parsed = validation.carve_validation(parsed, FLAGS.val_identities, FLAGS.val_seed)
         print(f"building {path}", file=sys.stderr, flush=True)
-        writer.build(split, path, progress=FLAGS.progress)
+        writer.build(parsed, path, progress=FLAGS.progress)
     return path
 
 

@@ -44,14 +44,10 @@ from typing import Any, Callable  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from tests.tf_reid.evaluation.references import reference_evaluate  # noqa: E402
+from tests.tf_reid.evaluation.references import re_ranking_dense, reference_evaluate  # noqa: E402
 from tf_reid.evaluation.matching import global_distances, l2_normalize, local_distances  # noqa: E402
 from tf_reid.evaluation.metrics import evaluate_rank  # noqa: E402
-from tf_reid.evaluation.reranking import (  # noqa: E402
-    re_ranking,
-    re_ranking_dense,
-    re_ranking_features,
-)
+from tf_reid.evaluation.reranking import re_ranking, re_ranking_features  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("sizes", ["market"], "Which sizes to run: market, msmt17 (tiny: smoke test).")

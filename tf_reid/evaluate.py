@@ -28,7 +28,7 @@ from tf_reid.evaluation.features_file import SplitFeatures  # noqa: E402
 from tf_reid.training import workdir as workdir_lib  # noqa: E402
 from tfrecords_builder.manifest import read_manifest  # noqa: E402
 from tfrecords_builder.records import DatasetError  # noqa: E402
-from tools.cli import run_reporting  # noqa: E402
+from tools.cli import FlagError, run_reporting  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -77,7 +77,7 @@ def features_from_model(workdir: str) -> tuple[SplitFeatures, SplitFeatures, dic
     query, gallery = (extract.extract_split(model_fn, data_dir, split, height, width,
                                             FLAGS.batch_size, FLAGS.flip, FLAGS.local,
                                             FLAGS.progress)
-                      for split in ("query", "gallery"))
+                      for split in features_file.SPLITS)
     metadata = {"data_dir": os.path.abspath(data_dir), "workdir": os.path.abspath(workdir),
                 "which": FLAGS.which, "student": FLAGS.student, "flip": FLAGS.flip,
                 "checkpoint": workdir_lib.checkpoint_path(workdir, FLAGS.which),
@@ -89,14 +89,18 @@ def features_from_model(workdir: str) -> tuple[SplitFeatures, SplitFeatures, dic
 
 
 def evaluate() -> list[str]:
+    if bool(FLAGS.features) == bool(FLAGS.workdir):
+        raise FlagError("pass exactly one of --workdir and --features")
+    if FLAGS.features and FLAGS.save_features:
+        raise FlagError("--save_features needs a model (--workdir), not --features")
     if FLAGS.features:
         query, gallery = (features_file.load(FLAGS.features, split)
-                          for split in ("query", "gallery"))
+                          for split in features_file.SPLITS)
         metadata = {**features_file.load_metadata(FLAGS.features),
                     "features": os.path.abspath(FLAGS.features)}
         if FLAGS.local and query.local is None:
-            raise DatasetError(f"{FLAGS.features}: holds no local features (saved without "
-                               "--local); drop --local")
+            raise FlagError(f"--local: {FLAGS.features} holds no local features (saved "
+                            "without --local)")
         output = FLAGS.output or os.path.splitext(FLAGS.features)[0] + ".eval.json"
     else:
         query, gallery, metadata = features_from_model(FLAGS.workdir)
@@ -107,8 +111,8 @@ def evaluate() -> list[str]:
         lines.append(f"wrote {FLAGS.save_features}")
     if FLAGS.tracklet_pooling:
         if (query.tracklets < 0).any() or (gallery.tracklets < 0).any():
-            raise DatasetError("--tracklet_pooling needs a video dataset (MARS); these images "
-                               "have no tracklets")
+            raise FlagError("--tracklet_pooling needs a video dataset (MARS); these images "
+                            "have no tracklets")
         query, gallery = (protocols.pool_tracklets(f, FLAGS.tracklet_pooling)
                           for f in (query, gallery))
         lines.append(f"pooled per tracklet ({FLAGS.tracklet_pooling}): query {len(query)}, "
@@ -134,10 +138,6 @@ def evaluate() -> list[str]:
 
 def main(argv: list[str]) -> int:
     del argv
-    if bool(FLAGS.features) == bool(FLAGS.workdir):
-        raise app.UsageError("pass exactly one of --workdir and --features")
-    if FLAGS.features and FLAGS.save_features:
-        raise app.UsageError("--save_features needs a model (--workdir), not --features")
     return run_reporting(evaluate, errors=(DatasetError, workdir_lib.WorkdirError,
                                            features_file.FeaturesFileError))
 

@@ -1,9 +1,10 @@
 """Dataset parsers (one module per dataset) and the identity-sharded TFRecord writer.
 
-`BUILDERS` maps a dataset name to the module whose `parse(data_dir, **protocol_options) -> Split`
-reads it; `parser(name)` imports that module. Parsers are imported only when a dataset is
-converted: they pull in scipy, PIL or h5py, which reading a manifest (`tfrecords_builder.manifest`,
-imported by training, evaluation and export) must not.
+`BUILDERS` maps a dataset name to the module whose
+`parse(data_dir, **protocol_options) -> ParsedDataset` reads it; `parser(name)` imports that
+module. Parsers are imported only when a dataset is converted: they pull in scipy, PIL or h5py,
+which reading a manifest (`tfrecords_builder.manifest`, imported by training, evaluation and
+export) must not.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import Callable
 
-from tfrecords_builder.records import Split
+from tfrecords_builder.records import ParsedDataset
 
 BUILDERS = {
     "market1501": "tfrecords_builder.market1501",
@@ -24,6 +25,6 @@ BUILDERS = {
 }
 
 
-def parser(dataset: str) -> Callable[..., Split]:
+def parser(dataset: str) -> Callable[..., ParsedDataset]:
     """The `parse` function of `dataset` (a key of BUILDERS), importing its module now."""
     return importlib.import_module(BUILDERS[dataset]).parse

@@ -18,7 +18,7 @@ import re
 import numpy as np
 
 from tfrecords_builder.naming import list_images, match_name
-from tfrecords_builder.records import DatasetError, Record, Split, find_root
+from tfrecords_builder.records import DatasetError, ParsedDataset, Record, find_root
 
 ROOT_NAMES = ("CUHK01", "cuhk01")
 IMAGES_PER_CAMERA = 2
@@ -29,7 +29,7 @@ TEST_SPLITS = ("query", "gallery")  # indexed by camid: camera A -> query, camer
 NAME = re.compile(r"^(\d{4})(\d{3})$")
 
 
-def parse(data_dir: str, split_seed: int = 0, num_train_identities: int = 485) -> Split:
+def parse(data_dir: str, split_seed: int = 0, num_train_identities: int = 485) -> ParsedDataset:
     """Parses an extracted CUHK01 release (or its parent folder) under one seeded split.
 
     Args:
@@ -38,7 +38,7 @@ def parse(data_dir: str, split_seed: int = 0, num_train_identities: int = 485) -
       num_train_identities: identities in the train split; the rest are the test set.
 
     Returns:
-      A Split with paths `campus/<name>`; test camera A -> query, camera B -> gallery.
+      A ParsedDataset with paths `campus/<name>`; test camera A -> query, camera B -> gallery.
 
     Raises:
       DatasetError: naming the folder or file that is missing, misnamed or too small.
@@ -62,6 +62,6 @@ def parse(data_dir: str, split_seed: int = 0, num_train_identities: int = 485) -
         Record(path=path, pid=pid, camid=camid,
                split="train" if pid in train_pids else TEST_SPLITS[camid])
         for path, pid, camid in images)
-    return Split(dataset="cuhk01", source=root, records=records,
+    return ParsedDataset(dataset="cuhk01", source=root, records=records,
                  protocol={"split_seed": split_seed, "num_train_identities": num_train_identities,
                            "query_camera": 0, "gallery_camera": 1})

@@ -32,7 +32,7 @@ import numpy as np
 
 from tfrecords_builder.naming import (MARKET_FOLDERS, PID_CAM, list_images, match_name,
                                       parse_folders, stem)
-from tfrecords_builder.records import DatasetError, Record, Split, read_file, require_file
+from tfrecords_builder.records import DatasetError, ParsedDataset, Record, read_file, require_file
 
 STEM = re.compile(r"^(\d)_(\d{3})_([12])_(\d{2})$")
 BOX_TYPES = ("labeled", "detected")
@@ -228,7 +228,7 @@ def classic_records(mat_path: str, box_type: str, catalogue: dict[str, str],
 
 
 def parse(data_dir: str, box_type: str = "labeled", protocol: str = "new",
-          split_index: int = 0, allow_missing: bool = False, source: str = "auto") -> Split:
+          split_index: int = 0, allow_missing: bool = False, source: str = "auto") -> ParsedDataset:
     """Parses CUHK03 under one protocol from one image source (see the module docstring).
 
     Args:
@@ -251,7 +251,7 @@ def parse(data_dir: str, box_type: str = "labeled", protocol: str = "new",
         if protocol != "new":
             raise DatasetError(f"{data_dir}: the cuhk03-np folders only hold the new protocol")
         root = _find_np_root(data_dir, box_type)
-        return Split("cuhk03", root, parse_folders(root, MARKET_FOLDERS, PID_CAM), options)
+        return ParsedDataset("cuhk03", root, parse_folders(root, MARKET_FOLDERS, PID_CAM), options)
 
     mat_path = _find_mat(data_dir)
     if source == "mat":
@@ -273,4 +273,4 @@ def parse(data_dir: str, box_type: str = "labeled", protocol: str = "new",
                                "(the classic protocol's testsets live there)")
         records, missing = classic_records(mat_path, box_type, catalogue, split_index), ()
         options["split_index"] = split_index
-    return Split("cuhk03", root, records, options, missing, reader)
+    return ParsedDataset("cuhk03", root, records, options, missing, reader)

@@ -36,7 +36,7 @@ import re
 import numpy as np
 import scipy.io
 
-from tfrecords_builder.records import DatasetError, Record, Split, find_root, require_dir, \
+from tfrecords_builder.records import DatasetError, ParsedDataset, Record, find_root, require_dir, \
     require_file
 
 ROOT_NAMES = ("MARS", "mars", "MARS-v160809")
@@ -129,7 +129,7 @@ def tracklet_records(table: np.ndarray, rows: np.ndarray, names: list[str], fold
     return records
 
 
-def parse(data_dir: str, gallery: str = "all_test") -> Split:
+def parse(data_dir: str, gallery: str = "all_test") -> ParsedDataset:
     """Parses an extracted MARS release (or its parent folder) into per-frame records.
 
     Args:
@@ -138,7 +138,7 @@ def parse(data_dir: str, gallery: str = "all_test") -> Split:
         "exclude_query" (torchreid: the query tracklets removed from the gallery).
 
     Returns:
-      A Split with one Record per frame; `tracklet` is the 0-based row of the train or test
+      A ParsedDataset with one Record per frame; `tracklet` is the 0-based row of the train or test
       table, `frame` the 0-based position inside the tracklet, camid 0..5.
 
     Raises:
@@ -178,6 +178,6 @@ def parse(data_dir: str, gallery: str = "all_test") -> Split:
                                 "bbox_train", "train")
                + tracklet_records(test, query_rows, test_names, "bbox_test", "query")
                + tracklet_records(test, gallery_rows, test_names, "bbox_test", "gallery"))
-    return Split(dataset="mars", source=root, records=tuple(records),
+    return ParsedDataset(dataset="mars", source=root, records=tuple(records),
                  protocol={"protocol": "mars-official-kit", "gallery": gallery,
                            "junk_pid": JUNK_PID, "distractor_pid": 0})

@@ -23,7 +23,7 @@ import os
 import re
 
 from tfrecords_builder.naming import match_name
-from tfrecords_builder.records import DatasetError, Record, Split, find_root, require_dir, \
+from tfrecords_builder.records import DatasetError, ParsedDataset, Record, find_root, require_dir, \
     require_file
 
 ROOT_NAMES = ("MSMT17_V1", "MSMT17_V2", "MSMT17")
@@ -79,7 +79,7 @@ def read_list(root: str, list_name: str, folder: str, split: str) -> list[Record
     return records
 
 
-def parse(data_dir: str, combine_trainval: bool = False) -> Split:
+def parse(data_dir: str, combine_trainval: bool = False) -> ParsedDataset:
     """Parses an extracted MSMT17_V1 or MSMT17_V2 release (or its parent folder).
 
     Args:
@@ -87,7 +87,7 @@ def parse(data_dir: str, combine_trainval: bool = False) -> Split:
       combine_trainval: add list_val.txt to the train split (not the standard protocol).
 
     Returns:
-      A Split whose record paths are relative to the release folder.
+      A ParsedDataset whose record paths are relative to the release folder.
 
     Raises:
       DatasetError: one line naming the missing or malformed file.
@@ -101,5 +101,5 @@ def parse(data_dir: str, combine_trainval: bool = False) -> Split:
     lists += [("list_query.txt", test, "query"), ("list_gallery.txt", test, "gallery")]
     records = [r for list_name, folder, split in lists
                for r in read_list(root, list_name, folder, split)]
-    return Split(dataset="msmt17", source=root, records=tuple(records),
+    return ParsedDataset(dataset="msmt17", source=root, records=tuple(records),
                  protocol={"version": version, "combine_trainval": combine_trainval})

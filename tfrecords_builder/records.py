@@ -22,7 +22,7 @@ class Record:
     """One image of a dataset.
 
     Attributes:
-      path: location of the image relative to `Split.source` (a file path, or a key inside
+      path: location of the image relative to `ParsedDataset.source` (a file path, or a key inside
         a container such as `cuhk-03.mat`).
       pid: the dataset's own identity number (0 = distractor in Market-style galleries).
       camid: 0-based camera index, unique within the dataset.
@@ -39,6 +39,11 @@ class Record:
     frame: int = -1
 
 
+def sort_key(record: Record) -> tuple:
+    """Identity first, so that sorting makes identities contiguous; then tracklet/frame order."""
+    return (record.pid, record.tracklet, record.frame, record.camid, record.path)
+
+
 def read_file(source: str, path: str) -> bytes:
     """Reads `path` relative to the directory `source`, as bytes."""
     with open(os.path.join(source, path), "rb") as f:
@@ -46,7 +51,7 @@ def read_file(source: str, path: str) -> bytes:
 
 
 @dataclass(frozen=True)
-class Split:
+class ParsedDataset:
     """A dataset under one protocol: its records, where their bytes come from, and options.
 
     Attributes:

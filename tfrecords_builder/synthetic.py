@@ -21,7 +21,7 @@ from PIL import Image
 
 from tfrecords_builder import atomic
 from tfrecords_builder.naming import MARKET_FOLDERS, PID_CAM, parse_folders
-from tfrecords_builder.records import DatasetError, Split, find_root
+from tfrecords_builder.records import DatasetError, ParsedDataset, find_root
 
 PARAMS_FILE = "synthetic.json"
 VERSION = 1  # bump when the drawing changes, so old outputs are told apart
@@ -275,7 +275,7 @@ def generate(output_dir: str, num_identities: int = 100, num_cameras: int = 4,
             "test_identities": test_ids}
 
 
-def parse(data_dir: str) -> Split:
+def parse(data_dir: str) -> ParsedDataset:
     """Parses a dataset written by `generate` (or its parent folder, as `synthetic/`)."""
     root = find_root(data_dir, MARKET_FOLDERS["train"], ("synthetic",))
     protocol, params_path = {"protocol": "single-query"}, os.path.join(root, PARAMS_FILE)
@@ -288,5 +288,5 @@ def parse(data_dir: str) -> Split:
         if not isinstance(params, dict):
             raise DatasetError(f"{params_path}: not a JSON object of generation parameters")
         protocol.update(params)
-    return Split(dataset="synthetic", source=root,
+    return ParsedDataset(dataset="synthetic", source=root,
                  records=parse_folders(root, MARKET_FOLDERS, PID_CAM), protocol=protocol)

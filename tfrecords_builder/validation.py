@@ -1,6 +1,6 @@
 """A validation split carved from the training identities, for tuning without the test set.
 
-`carve_validation(split, num_identities, seed)` holds out `num_identities` training identities:
+`carve_validation(parsed, num_identities, seed)` holds out `num_identities` training identities:
 their images become a query/gallery pair split by the Market rule (per identity and camera, one
 query image, the rest gallery: `synthetic.image_path`, Market-1501's query folder), and the
 remaining training identities stay the training split. The original query and gallery are
@@ -14,12 +14,11 @@ import dataclasses
 
 import numpy as np
 
-from tfrecords_builder.records import Record, Split
-from tfrecords_builder.writer import sort_key
+from tfrecords_builder.records import ParsedDataset, Record, sort_key
 
 
 def _cameras(records: list[Record]) -> dict[int, list[Record]]:
-    """camid -> the identity's images in that camera, in `writer.sort_key` order."""
+    """camid -> the identity's images in that camera, in `records.sort_key` order."""
     by_camera: dict[int, list[Record]] = collections.defaultdict(list)
     for record in sorted(records, key=sort_key):
         by_camera[record.camid].append(record)
@@ -33,28 +32,29 @@ def has_cross_camera_matches(records: list[Record]) -> bool:
     return sum(len(images) >= 2 for images in _cameras(records).values()) >= 2
 
 
-def carve_validation(split: Split, num_identities: int, seed: int = 0) -> Split:
-    """The training identities of `split`, with `num_identities` of them held out as query/gallery.
+def carve_validation(parsed: ParsedDataset, num_identities: int, seed: int = 0) -> ParsedDataset:
+    """The training identities of `parsed`, with `num_identities` of them held out as query/gallery.
 
     Args:
-      split: a parsed image dataset (its query and gallery records are dropped).
+      parsed: a parsed image dataset (its query and gallery records are dropped).
       num_identities: identities to hold out; drawn uniformly (by `seed`) among the training
         identities whose queries can all find a cross-camera gallery match
         (`has_cross_camera_matches`).
       seed: same seed, same held-out identities.
 
     Returns:
-      A Split of the same dataset and source whose "train" records are the remaining training
-      identities' and whose "query"/"gallery" records are the held-out identities' (per identity
-      and camera: the first image in `writer.sort_key` order is the query, the others gallery).
-      Its protocol is `split.protocol` plus "validation": {"num_identities", "seed",
+      A ParsedDataset of the same dataset and source whose "train" records are the remaining
+      training identities' and whose "query"/"gallery" records are the held-out identities'
+      (per identity and camera: the first image in `records.sort_key` order is the query, the
+      others gallery).
+      Its protocol is `parsed.protocol` plus "validation": {"num_identities", "seed",
       "held_out_pids"}.
 
     Raises:
       ValueError: a video dataset (tracklets), num_identities < 1, more than there are eligible
         identities, or no training identity would remain.
     """
-    train = split.of("train")
+    train = parsed.of("train")
     if any(r.tracklet >= 0 for r in train):
         raise ValueError("carve_validation takes image datasets; these records have tracklets")
     by_pid: dict[int, list[Record]] = collections.defaultdict(list)
@@ -76,6 +76,6 @@ def carve_validation(split: Split, num_identities: int, seed: int = 0) -> Split:
             evaluation.append(dataclasses.replace(images[0], split="query"))
             evaluation.extend(dataclasses.replace(r, split="gallery") for r in images[1:])
     remaining = tuple(r for r in train if r.pid not in held_out)
-    protocol = {**split.protocol, "validation": {
+    protocol = {**parsed.protocol, "validation": {
         "num_identities": num_identities, "seed": seed, "held_out_pids": sorted(held_out)}}
-    return dataclasses.replace(split, records=remaining + tuple(evaluation), protocol=protocol)
+    return dataclasses.replace(parsed, records=remaining + tuple(evaluation), protocol=protocol)

@@ -21,12 +21,7 @@ from tqdm import tqdm
 
 from tfrecords_builder import atomic, features, images
 from tfrecords_builder.manifest import write_manifest
-from tfrecords_builder.records import SPLITS, DatasetError, Record, Split
-
-
-def sort_key(record: Record) -> tuple:
-    """Identity first, so that sorting makes identities contiguous; then tracklet/frame order."""
-    return (record.pid, record.tracklet, record.frame, record.camid, record.path)
+from tfrecords_builder.records import SPLITS, DatasetError, ParsedDataset, Record, sort_key
 
 
 def plan_shards(records: Sequence[Record], records_per_shard: int) -> list[list[Record]]:
@@ -93,11 +88,11 @@ def load_record(reader: Callable[[str, str], bytes], source: str,
     return data, images.probe(data, name)
 
 
-def load_records(split: Split, records: Sequence[Record], num_parallel: int | None,
+def load_records(parsed: ParsedDataset, records: Sequence[Record], num_parallel: int | None,
                  chunk: int = 64) -> Iterator[tuple[bytes, images.ImageInfo] | DatasetError]:
     """For each record, in order: (bytes, ImageInfo), or the DatasetError saying what is wrong.
 
-    Reading stays in Python (any `split.reader`), `chunk` records per generator call; decoding,
+    Reading stays in Python (any `parsed.reader`), `chunk` records per generator call; decoding,
     the expensive part, runs in a tf.data map over the cores. Eager TF ops hold the GIL, so
     threads do not scale, and per-element iteration costs more than the decode (both measured
     here), hence the chunks in and out. A record whose read or decode fails is dropped by
@@ -109,7 +104,7 @@ def load_records(split: Split, records: Sequence[Record], num_parallel: int | No
             data = []
             for record in records[start:start + chunk]:
                 try:
-                    data.append(split.reader(split.source, record.path))
+                    data.append(parsed.reader(parsed.source, record.path))
                 except OSError:
                     data.append(b"")  # fails to decode below; load_record names the error
             yield np.arange(start, start + len(data)), np.array(data, dtype=object)
@@ -129,20 +124,21 @@ def load_records(split: Split, records: Sequence[Record], num_parallel: int | No
     for batch in stream.as_numpy_iterator():
         for index, data, height, width in zip(*batch):
             for bad in range(expected, int(index)):
-                yield _error_of(split, records[bad])
+                yield _error_of(parsed, records[bad])
             image_format = images.sniff_format(data)
             if image_format is None:
-                yield _error_of(split, records[int(index)])
+                yield _error_of(parsed, records[int(index)])
             else:
                 yield data, images.ImageInfo(image_format, int(height), int(width))
             expected = int(index) + 1
     for bad in range(expected, len(records)):
-        yield _error_of(split, records[bad])
+        yield _error_of(parsed, records[bad])
 
 
-def _error_of(split: Split, record: Record) -> tuple[bytes, images.ImageInfo] | DatasetError:
+def _error_of(parsed: ParsedDataset,
+              record: Record) -> tuple[bytes, images.ImageInfo] | DatasetError:
     try:
-        return load_record(split.reader, split.source, record)
+        return load_record(parsed.reader, parsed.source, record)
     except DatasetError as e:
         return e
 
@@ -153,21 +149,21 @@ def check_output(output_dir: str, overwrite: bool) -> None:
         raise DatasetError(f"{output_dir}: output already exists (pass --overwrite to replace it)")
 
 
-def _check_splits(split: Split) -> dict[str, tuple[Record, ...]]:
-    parts = {name: split.of(name) for name in SPLITS}
+def _check_splits(parsed: ParsedDataset) -> dict[str, tuple[Record, ...]]:
+    parts = {name: parsed.of(name) for name in SPLITS}
     for name, records in parts.items():
         if not records:
-            raise DatasetError(f"{split.source}: empty split '{name}' (no {name} images found)")
+            raise DatasetError(f"{parsed.source}: empty split '{name}' (no {name} images found)")
     return parts
 
 
-def build(split: Split, output_dir: str, records_per_shard: int = 1000, overwrite: bool = False,
-          skip_bad_images: bool = False, num_workers: int | None = None,
+def build(parsed: ParsedDataset, output_dir: str, records_per_shard: int = 1000,
+          overwrite: bool = False, skip_bad_images: bool = False, num_workers: int | None = None,
           progress: bool = True) -> dict[str, Any]:
-    """Writes `split` as identity-sharded TFRecords plus `manifest.json` into `output_dir`.
+    """Writes `parsed` as identity-sharded TFRecords plus `manifest.json` into `output_dir`.
 
     Args:
-      split: what a dataset parser returned.
+      parsed: what a dataset parser returned.
       output_dir: the folder to create.
       records_per_shard: target shard size in records.
       overwrite: replace an existing `output_dir`.
@@ -184,26 +180,26 @@ def build(split: Split, output_dir: str, records_per_shard: int = 1000, overwrit
     output_dir = os.path.abspath(output_dir)
     check_output(output_dir, overwrite)
     plans = {name: plan_shards(records, records_per_shard)
-             for name, records in _check_splits(split).items()}
+             for name, records in _check_splits(parsed).items()}
     atomic.remove_stale(output_dir)
     with atomic.folder(output_dir) as partial:
-        manifest = _write_partial(split, plans, partial, skip_bad_images, num_workers, progress)
+        manifest = _write_partial(parsed, plans, partial, skip_bad_images, num_workers, progress)
         manifest["options"] = {"records_per_shard": records_per_shard,
                                "skip_bad_images": skip_bad_images}
         write_manifest(partial, manifest)
     return manifest
 
 
-def _write_partial(split: Split, plans: dict[str, list[list[Record]]], partial: str,
+def _write_partial(parsed: ParsedDataset, plans: dict[str, list[list[Record]]], partial: str,
                    skip_bad_images: bool, num_workers: int | None,
                    progress: bool) -> dict[str, Any]:
     ordered = [r for name in SPLITS for shard in plans[name] for r in shard]
     label_map: dict[int, int] = {}
     bad: list[dict[str, str]] = []
     summary: dict[str, Any] = {}
-    with tqdm(total=len(ordered), desc=f"{split.dataset} -> tfrecords", unit="img",
+    with tqdm(total=len(ordered), desc=f"{parsed.dataset} -> tfrecords", unit="img",
               disable=None if progress else True, leave=False) as bar:
-        loaded = load_records(split, ordered, num_workers)
+        loaded = load_records(parsed, ordered, num_workers)
         for name in SPLITS:
             kept: list[Record] = []
             shards = []
@@ -230,17 +226,17 @@ def _write_partial(split: Split, plans: dict[str, list[list[Record]]], partial: 
                 shards.append({"file": file, "records": count,
                                "sha256": sha256_file(os.path.join(partial, file))})
             if not kept:
-                raise DatasetError(f"{split.source}: empty split '{name}' "
+                raise DatasetError(f"{parsed.source}: empty split '{name}' "
                                    "(every image was skipped as bad)")
             summary[name] = {**split_counts(kept), "shards": shards}
     return {
         "format_version": features.FORMAT_VERSION,
-        "dataset": split.dataset,
-        "source": os.path.abspath(split.source),
-        "protocol": dict(split.protocol),
+        "dataset": parsed.dataset,
+        "source": os.path.abspath(parsed.source),
+        "protocol": dict(parsed.protocol),
         "splits": summary,
         "num_classes": len(label_map),
         "label_map": {str(pid): label for pid, label in label_map.items()},
-        "missing": list(split.missing),
+        "missing": list(parsed.missing),
         "bad_images": bad,
     }

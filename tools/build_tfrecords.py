@@ -74,8 +74,8 @@ def convert() -> list[str]:
     parse = parser(FLAGS.dataset)
     options = flags_as_keywords(parse, PROTOCOL_FLAGS, f"--dataset={FLAGS.dataset}",
                                 given_only=True)
-    split = parse(FLAGS.data_dir, **options)
-    manifest = writer.build(split, FLAGS.output_dir, FLAGS.records_per_shard, FLAGS.overwrite,
+    parsed = parse(FLAGS.data_dir, **options)
+    manifest = writer.build(parsed, FLAGS.output_dir, FLAGS.records_per_shard, FLAGS.overwrite,
                             FLAGS.skip_bad_images, FLAGS.num_workers, FLAGS.progress)
     return summary_lines(manifest, FLAGS.output_dir)
 

@@ -165,7 +165,7 @@ def summary(timings: Sequence[tuple[str, float, bool]]) -> list[str]:
 
     metrics = read_json(EVAL)["metrics"]
     query, gallery = (features_file.load(FEATURES, split, with_local=False)
-                      for split in ("query", "gallery"))
+                      for split in features_file.SPLITS)
     chance = chance_level(query.pids, gallery.pids, query.camids, gallery.camids)
     lines = ["", "== summary", "stage times: " + ", ".join(
         f"{i}: {'reused' if reused else f'{seconds:.0f} s'}"

@@ -22,6 +22,8 @@ import os  # noqa: E402
 
 from absl import app, flags  # noqa: E402
 
+from tf_reid.evaluation import features_file  # noqa: E402
+
 FLAGS = flags.FLAGS
 
 
@@ -35,7 +37,8 @@ def define_flags() -> None:
     flags.DEFINE_list("images", None, "Image files or glob patterns.")
     flags.DEFINE_integer("batch_size", 32, "Images per request.")
     flags.DEFINE_string("output", None, "Where to write the .npz of embeddings and paths.")
-    flags.DEFINE_enum("split", "query", ["query", "gallery"], "Split name the .npz stores them under.")
+    flags.DEFINE_enum("split", "query", list(features_file.SPLITS),
+                      "Split name the .npz stores them under.")
     flags.DEFINE_bool("progress", True, "Progress bar.")
 
 
@@ -96,7 +99,6 @@ def embedder():
 def run() -> list[str]:
     import numpy as np
 
-    from tf_reid.evaluation import features_file
     from tf_reid.export import client
 
     paths = image_files(FLAGS.images)

@@ -40,7 +40,7 @@ from tf_reid.evaluation import features_file, matching, protocols  # noqa: E402
 from tf_reid.evaluation.features_file import SplitFeatures  # noqa: E402
 from tfrecords_builder import features  # noqa: E402
 from tfrecords_builder.records import DatasetError  # noqa: E402
-from tools.cli import run_reporting  # noqa: E402
+from tools.cli import FlagError, run_reporting  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -75,7 +75,7 @@ def query_indices(num_query: int, queries: Sequence[str] | None, num_queries: in
         indices = [int(q) for q in queries]
         bad = [i for i in indices if not 0 <= i < num_query]
         if bad:
-            raise DatasetError(f"--queries {bad} out of range: there are {num_query} queries")
+            raise FlagError(f"--queries {bad} out of range: there are {num_query} queries")
         return indices
     count = min(num_queries, num_query)
     return sorted({int(round(i)) for i in np.linspace(0, num_query - 1, count)})
@@ -227,8 +227,8 @@ def cmc_curves(distances: Mapping[str, np.ndarray], query: SplitFeatures,
 
 def visualize() -> list[str]:
     if FLAGS.top_k < 1 or FLAGS.num_queries < 1 or FLAGS.max_rank < 1:
-        raise DatasetError("--top_k, --num_queries and --max_rank must be positive")
-    query, gallery = (features_file.load(FLAGS.features, split) for split in ("query", "gallery"))
+        raise FlagError("--top_k, --num_queries and --max_rank must be positive")
+    query, gallery = (features_file.load(FLAGS.features, split) for split in features_file.SPLITS)
     metadata = features_file.load_metadata(FLAGS.features)
     data_dir = FLAGS.data_dir or metadata.get("data_dir")
     if not data_dir:
@@ -236,7 +236,7 @@ def visualize() -> list[str]:
     if not os.path.isdir(data_dir):
         raise DatasetError(f"{data_dir}: no such data_dir (a tools.build_tfrecords output)")
     if FLAGS.local and query.local is None:
-        raise DatasetError(f"{FLAGS.features}: holds no local features; drop --local")
+        raise FlagError(f"--local: {FLAGS.features} holds no local features")
     distances = matching.distances(query, gallery,
                                    ("global", "global+local") if FLAGS.local else ("global",),
                                    rerank=FLAGS.rerank, normalize=FLAGS.normalize)

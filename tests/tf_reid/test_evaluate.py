@@ -15,7 +15,8 @@ from tests.conftest import REPO
 from tests.tf_reid.evaluation.conftest import (make_classic_tfrecords, make_tfrecords,
                                                make_workdir, reference_single_gallery_shot,
                                                tiny_model)
-from tf_reid.evaluation import extract, features_file, reranking
+from tests.tf_reid.evaluation.references import re_ranking_dense
+from tf_reid.evaluation import extract, features_file
 from tf_reid.training.workdir import load_students
 
 NOISE = ("absl::InitializeLog", "cudart_stub", "cuInit", "cpu_feature_guard", "oneDNN")
@@ -48,6 +49,7 @@ def evaluated(tmp_path_factory):
     workdir = make_workdir(str(root), data_dir, tiny_model())
     features = root / "features.npz"
     missing = start(f"--workdir={root / 'nothing'}")
+    both = start(f"--workdir={root / 'nothing'}", f"--features={root / 'nothing.npz'}")
     classic = start(f"--workdir={workdir}", f"--data_dir={classic_dir}", "--rerank",
                     "--rerank_k1=4", "--rerank_k2=2", f"--save_features={root / 'classic.npz'}",
                     f"--output={root / 'classic.json'}", "--batch_size=24", "--noprogress")
@@ -57,8 +59,8 @@ def evaluated(tmp_path_factory):
     assert result.returncode == 0, result.stderr
     again = start(f"--features={features}", "--local", f"--output={root / 'again.json'}")
     yield {"root": root, "workdir": workdir, "features": features, "result": result,
-           "again": again, "missing": missing, "classic": classic}
-    for process in (again, missing, classic):  # reaped even when their tests were skipped
+           "again": again, "missing": missing, "both": both, "classic": classic}
+    for process in (again, missing, both, classic):  # reaped even when their tests were skipped
         process.wait(timeout=300)
         process.stdout.close()
         process.stderr.close()
@@ -122,6 +124,13 @@ def test_a_missing_workdir_is_one_error_line(evaluated):
     assert result.stdout == ""
 
 
+def test_misused_flags_are_one_error_line_not_the_help(evaluated):
+    result = finish(evaluated["both"])
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        "error: pass exactly one of --workdir and --features"]
+
+
 def loop_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Euclidean distances of L2-normalised rows, one pair at a time, in float64."""
     a = a / np.linalg.norm(a, axis=1, keepdims=True)
@@ -153,7 +162,7 @@ def test_cuhk03_classic_is_scored_single_gallery_shot(evaluated):
     np.testing.assert_array_equal(query.paths, gallery.paths)  # every test image is both
     ids = (query.pids, gallery.pids, query.camids, gallery.camids)
     dist = loop_distances(query.global_, gallery.global_)
-    reranked = reranking.re_ranking_dense(
+    reranked = re_ranking_dense(
         dist.astype(np.float32), loop_distances(query.global_, query.global_).astype(np.float32),
         loop_distances(gallery.global_, gallery.global_).astype(np.float32), k1=4, k2=2,
         lambda_value=0.3)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tfrecords_builder.records import Record, Split
+from tfrecords_builder.records import ParsedDataset, Record
 from tfrecords_builder.validation import carve_validation, has_cross_camera_matches
 
 
@@ -13,7 +13,7 @@ def records_of(pid: int, images_per_camera: dict[int, int], split: str = "train"
             for cam, count in images_per_camera.items() for i in range(count)]
 
 
-def dataset() -> Split:
+def dataset() -> ParsedDataset:
     """20 training identities (pids 1..20) plus test query/gallery (pids 101, 102).
 
     pids 1..14: cameras 0 and 1, 3 images each (eligible);
@@ -31,7 +31,7 @@ def dataset() -> Split:
     records += records_of(19, {0: 1, 1: 1}) + records_of(20, {0: 1, 2: 1})
     for pid in (101, 102):
         records += records_of(pid, {0: 1, 1: 1}, "query") + records_of(pid, {0: 2, 1: 2}, "gallery")
-    return Split("toy", "/nowhere", tuple(records), protocol={"protocol": "toy"})
+    return ParsedDataset("toy", "/nowhere", tuple(records), protocol={"protocol": "toy"})
 
 
 ELIGIBLE = set(range(1, 16))
@@ -102,12 +102,12 @@ def test_rejects_impossible_counts(num_identities):
 
 def test_rejects_holding_out_every_identity():
     records = records_of(1, {0: 2, 1: 2}) + records_of(2, {0: 2, 1: 2})
-    split = Split("toy", "/nowhere", tuple(records))
+    split = ParsedDataset("toy", "/nowhere", tuple(records))
     with pytest.raises(ValueError, match="leaves none"):
         carve_validation(split, 2)
 
 
 def test_rejects_video():
-    split = Split("toy", "/nowhere", (Record("a.jpg", 1, 0, "train", tracklet=0, frame=0),))
+    split = ParsedDataset("toy", "/nowhere", (Record("a.jpg", 1, 0, "train", tracklet=0, frame=0),))
     with pytest.raises(ValueError, match="tracklets"):
         carve_validation(split, 1)

@@ -16,13 +16,13 @@ import tensorflow as tf
 from tests.conftest import REPO, image_bytes, write_images
 from tfrecords_builder import features, verify, writer
 from tfrecords_builder.manifest import read_manifest
-from tfrecords_builder.records import DatasetError, Record, Split
+from tfrecords_builder.records import DatasetError, ParsedDataset, Record
 
 
-def make_split(root, spec, fmt_of=lambda i: "JPEG") -> Split:
+def make_split(root, spec, fmt_of=lambda i: "JPEG") -> ParsedDataset:
     """Writes one distinct tiny image per (split, pid, camid) entry of `spec`, repeated n times.
 
-    spec: list of (split, pid, camid, n). Returns a Split over those files.
+    spec: list of (split, pid, camid, n). Returns a ParsedDataset over those files.
     """
     records, i = [], 0
     for split, pid, camid, n in spec:
@@ -31,7 +31,7 @@ def make_split(root, spec, fmt_of=lambda i: "JPEG") -> Split:
             write_images(root, [path], image_bytes(6 + i % 5, 4 + i % 3, fmt_of(i), seed=i))
             records.append(Record(path=path, pid=pid, camid=camid, split=split))
             i += 1
-    return Split("handmade", str(root), tuple(records), {"note": "test"})
+    return ParsedDataset("handmade", str(root), tuple(records), {"note": "test"})
 
 
 def read_output(output_dir):
@@ -96,7 +96,7 @@ def test_video_tracklets_and_frames_round_trip(tmp_path):
         path = f"bbox/{pid:04d}C{camid + 1}T{tracklet:04d}F{frame:03d}.jpg"
         write_images(tmp_path / "src", [path], image_bytes(seed=i))
         records.append(Record(path, pid, camid, split, tracklet, frame))
-    split = Split("video", str(tmp_path / "src"), tuple(records))
+    split = ParsedDataset("video", str(tmp_path / "src"), tuple(records))
     manifest = writer.build(split, str(tmp_path / "out"), progress=False)
     _, out = read_output(tmp_path / "out")
     got = [(int(e[features.TRACKLET]), int(e[features.FRAME])) for _, e in out["train"]]

@@ -15,7 +15,7 @@ from tests.tf_reid.evaluation.conftest import (A, B, features, hand_built_featur
 from tf_reid.evaluation import features_file, metrics
 from tf_reid.evaluation.features_file import SplitFeatures
 from tfrecords_builder import writer
-from tfrecords_builder.records import Record, Split
+from tfrecords_builder.records import ParsedDataset, Record
 from tools.visualize_ranks import cmc_curves
 
 GREEN, RED, QUERY_GREY = (0, 170, 0), (220, 0, 0), (40, 40, 40)
@@ -41,8 +41,8 @@ def test_ranks_and_cmc_pictures(tmp_path):
             write_images(tmp_path / "src", [path], colour_png(pid, i))
             records.append(Record(path, pid, cam, split))
             paths[split].append(path)
-    writer.build(Split("hand", str(tmp_path / "src"), tuple(records)), str(tmp_path / "data"),
-                 progress=False)
+    writer.build(ParsedDataset("hand", str(tmp_path / "src"), tuple(records)),
+                 str(tmp_path / "data"), progress=False)
     query = features([[0, 0], [3.1, 0], [5, 0]], [A, A, A], q_pids, q_cams)
     gallery = features([[0, 0], [1, 0], [2, 0], [4, 0], [3, 0], [5, 0]], [A, B, A, A, A, A],
                        g_pids, g_cams)

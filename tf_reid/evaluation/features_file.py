@@ -28,6 +28,7 @@ import numpy as np
 from tfrecords_builder import atomic
 
 FILE_VERSION = 1
+SPLITS = ("query", "gallery")  # the splits an evaluation compares, in that order
 FIELDS = ("global_", "local", "pids", "camids", "paths", "tracklets", "frames")
 _METADATA = "metadata"
 

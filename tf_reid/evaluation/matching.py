@@ -27,7 +27,7 @@ import numpy as np
 
 from tf_reid.evaluation import reranking
 from tf_reid.evaluation.features_file import SplitFeatures
-from tf_reid.evaluation.reranking import euclidean_distances
+from tf_reid.index.exact import euclidean_distances
 
 __all__ = [
     "DISTANCES",
@@ -43,9 +43,21 @@ __all__ = [
 _EPS = 1e-12  # as torch's F.normalize / clamp(min=1e-12) in the reproductions
 
 
-def _check_block(block: int) -> None:
+_SHAPES = {2: "[Q, D] and [G, D] features", 3: "[Q, H, C] and [G, L, C] stripes"}
+
+
+def _checked(query, gallery, block: int, normalize: bool,
+             ndim: int) -> tuple[np.ndarray, np.ndarray]:
+    """`query` and `gallery` as arrays of rank `ndim` (2: global, 3: local) sharing the last
+    axis, L2-normalised along it if `normalize`; a ValueError names a bad `block` or shape."""
     if isinstance(block, bool) or not isinstance(block, (int, np.integer)) or block < 1:
         raise ValueError(f"block must be a positive integer, got {block!r}")
+    query, gallery = np.asarray(query), np.asarray(gallery)
+    if query.ndim != ndim or gallery.ndim != ndim or query.shape[-1] != gallery.shape[-1]:
+        raise ValueError(f"expected {_SHAPES[ndim]}, got {query.shape} and {gallery.shape}")
+    if normalize:
+        query, gallery = l2_normalize(query), l2_normalize(gallery)
+    return query, gallery
 
 
 def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -83,14 +95,7 @@ def global_distances(
     Returns:
         [Q, G] float32 distances.
     """
-    _check_block(block)
-    q_global, g_global = np.asarray(q_global), np.asarray(g_global)
-    if q_global.ndim != 2 or g_global.ndim != 2 or q_global.shape[1] != g_global.shape[1]:
-        raise ValueError(
-            f"expected [Q, D] and [G, D] features, got {q_global.shape} and {g_global.shape}"
-        )
-    if normalize:
-        q_global, g_global = l2_normalize(q_global), l2_normalize(g_global)
+    q_global, g_global = _checked(q_global, g_global, block, normalize, ndim=2)
     g_sq = np.sum(g_global * g_global, axis=1)
     out = np.empty((q_global.shape[0], g_global.shape[0]), dtype=np.float32)
     for start in range(0, q_global.shape[0], block):
@@ -133,19 +138,12 @@ def local_distances(
 
     Reference: arXiv:1711.08184, Sec. 3.1.
     """
-    _check_block(block)
-    q_local, g_local = np.asarray(q_local), np.asarray(g_local)
-    if q_local.ndim != 3 or g_local.ndim != 3 or q_local.shape[2] != g_local.shape[2]:
-        raise ValueError(
-            f"expected [Q, H, C] and [G, L, C] stripes, got {q_local.shape} and {g_local.shape}"
-        )
+    q_local, g_local = _checked(q_local, g_local, block, normalize, ndim=3)
     # TensorFlow is needed only here; importing it lazily keeps the global path NumPy-only.
     import tensorflow as tf
 
     from tf_reid.losses.aligned_matrix import aligned_distance_matrix_forward
 
-    if normalize:
-        q_local, g_local = l2_normalize(q_local), l2_normalize(g_local)
     num_q, num_g = q_local.shape[0], g_local.shape[0]
     out = np.empty((num_q, num_g), dtype=np.float32)
     if num_q == 0 or num_g == 0:

@@ -9,10 +9,9 @@ Gaussian-weighted encodings V, local query expansion over the k2 nearest neighbo
 Jaccard distance follow; the result is ``(1 - lambda) * jaccard + lambda * original``
 restricted to query rows and gallery columns.
 
-Three entry points:
+Two entry points (the release's dense twin, `re_ranking_dense`, is the tests' reference in
+tests/tf_reid/evaluation/references.py):
 
-* `re_ranking_dense` -- the release, step by step, holding (Q+G)x(Q+G) dense matrices. It is
-  the reference, usable for small problems only.
 * `re_ranking` -- same numbers (to float32 rounding of sums) without ever holding an
   (N x N) matrix, N = Q + G: distance rows are produced ``block`` rows at a time, only the
   top-(k1+1) neighbour lists (N x (k1+1) ints) are kept, V is a scipy CSR matrix, and the
@@ -42,7 +41,7 @@ import scipy.sparse as sp
 
 from tf_reid.index.exact import euclidean_distances
 
-__all__ = ["re_ranking_dense", "re_ranking", "re_ranking_features"]
+__all__ = ["re_ranking", "re_ranking_features"]
 
 
 def _check(k1: int, k2: int, lambda_value: float, block: int | None = None,
@@ -66,86 +65,6 @@ def _check_blocks(q_g_dist, q_q_dist, g_g_dist) -> tuple[int, int]:
         )
     return num_q, num_g
 
-
-# --------------------------------------------------------------------------------------------
-# Dense reference: the release, one step at a time.
-# --------------------------------------------------------------------------------------------
-
-
-def re_ranking_dense(
-    q_g_dist: np.ndarray,
-    q_q_dist: np.ndarray,
-    g_g_dist: np.ndarray,
-    k1: int = 20,
-    k2: int = 6,
-    lambda_value: float = 0.3,
-) -> np.ndarray:
-    """Re-ranked distances [Q, G] (float32), holding dense (Q+G)x(Q+G) matrices.
-
-    Args:
-      q_g_dist: [Q, G] Euclidean query-gallery distances.
-      q_q_dist: [Q, Q] Euclidean query-query distances.
-      g_g_dist: [G, G] Euclidean gallery-gallery distances.
-      k1, k2, lambda_value: as in the paper / release.
-    """
-    _check(k1, k2, lambda_value)
-    num_q, _ = _check_blocks(q_g_dist, q_q_dist, g_g_dist)
-    full = np.concatenate(
-        [
-            np.concatenate([q_q_dist, q_g_dist], axis=1),
-            np.concatenate([q_g_dist.T, g_g_dist], axis=1),
-        ],
-        axis=0,
-    )
-    full = np.power(full, 2).astype(np.float32)
-    original = np.transpose(1.0 * full / np.max(full, axis=0))
-    num_all = original.shape[0]
-    v = np.zeros_like(original, dtype=np.float32)
-    initial_rank = np.argsort(original).astype(np.int32)
-    half = int(np.around(k1 / 2.0))
-
-    def reciprocal(i: int, k: int) -> np.ndarray:
-        forward = initial_rank[i, : k + 1]
-        backward = initial_rank[forward, : k + 1]
-        rows_with_i = np.where(backward == i)[0]
-        return forward[rows_with_i]
-
-    for i in range(num_all):
-        k_reciprocal = reciprocal(i, k1)
-        expansion = k_reciprocal
-        for candidate in k_reciprocal:
-            cand_reciprocal = reciprocal(candidate, half)
-            overlap = len(np.intersect1d(cand_reciprocal, k_reciprocal))
-            if overlap > 2.0 / 3 * len(cand_reciprocal):
-                expansion = np.append(expansion, cand_reciprocal)
-        expansion = np.unique(expansion)
-        weight = np.exp(-original[i, expansion])
-        v[i, expansion] = weight / np.sum(weight)
-
-    original = original[:num_q]
-    if k2 != 1:
-        v_qe = np.zeros_like(v, dtype=np.float32)
-        for i in range(num_all):
-            v_qe[i, :] = np.mean(v[initial_rank[i, :k2], :], axis=0)
-        v = v_qe
-
-    inv_index = [np.where(v[:, col] != 0)[0] for col in range(num_all)]
-    jaccard = np.zeros_like(original, dtype=np.float32)
-    for i in range(num_q):
-        temp_min = np.zeros(shape=[1, num_all], dtype=np.float32)
-        nonzero = np.where(v[i, :] != 0)[0]
-        for col in nonzero:
-            rows = inv_index[col]
-            temp_min[0, rows] = temp_min[0, rows] + np.minimum(v[i, col], v[rows, col])
-        jaccard[i] = 1 - temp_min / (2.0 - temp_min)
-
-    final = jaccard * (1 - lambda_value) + original * lambda_value
-    return final[:num_q, num_q:]
-
-
-# --------------------------------------------------------------------------------------------
-# Low-memory version.
-# --------------------------------------------------------------------------------------------
 
 RowFn = Callable[[int, int], np.ndarray]
 

@@ -87,10 +87,11 @@ def _optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Op
 def _evaluator(config: TrainConfig, student: AlignedReID, manifest: dict[str, Any]):
     """A function computing query/gallery metrics of `student` under the protocol `manifest`
     records (`tf_reid.evaluation.protocols.single_gallery_shot`), or None without those splits."""
-    if not {"query", "gallery"} <= set(manifest["splits"]) or config.eval_every < 0:
-        return None
     # The training loop does not need the evaluation package otherwise.
-    from tf_reid.evaluation import extract, protocols, report
+    from tf_reid.evaluation import extract, features_file, protocols, report
+
+    if not set(features_file.SPLITS) <= set(manifest["splits"]) or config.eval_every < 0:
+        return None
 
     height, width = student.image_shape[:2]
     predict = extract.keras_model_fn(student)
@@ -100,7 +101,7 @@ def _evaluator(config: TrainConfig, student: AlignedReID, manifest: dict[str, An
         query, gallery = (extract.extract_split(
             predict, config.data_dir, split, height, width, config.eval_batch_size,
             flip=config.eval_flip, with_local=False, progress=config.progress)
-            for split in ("query", "gallery"))
+            for split in features_file.SPLITS)
         return report.evaluate_features(query, gallery, single_gallery_shot=single_gallery_shot)
 
     return evaluate

@@ -13,7 +13,7 @@ from tests.conftest import write_images
 from tf_reid.data import augment
 from tf_reid.data.eval_input import eval_dataset
 from tfrecords_builder import features, writer
-from tfrecords_builder.records import Record, Split
+from tfrecords_builder.records import ParsedDataset, Record
 
 
 def test_order_metadata_and_flip(tmp_path):
@@ -25,7 +25,7 @@ def test_order_metadata_and_flip(tmp_path):
         path = f"{split}/{pid:04d}_{i}.png"
         write_images(tmp_path / "src", [path], colour_png(pid, i))
         records.append(Record(path, pid, camid, split, tracklet, frame))
-    writer.build(Split("t", str(tmp_path / "src"), tuple(records)), str(tmp_path / "out"),
+    writer.build(ParsedDataset("t", str(tmp_path / "src"), tuple(records)), str(tmp_path / "out"),
                  records_per_shard=2, progress=False)
     batches = list(eval_dataset(str(tmp_path / "out"), "gallery", height=6, width=4, batch_size=3,
                                 flip=True, normalize=True))
@@ -62,7 +62,7 @@ def test_flip_mirrors_an_asymmetric_image(tmp_path):
     for split in ("train", "query", "gallery"):
         write_images(tmp_path / "src", [f"{split}.png"], buf.getvalue())
         records.append(Record(f"{split}.png", 1, 0, split))
-    writer.build(Split("t", str(tmp_path / "src"), tuple(records)), str(tmp_path / "out"),
+    writer.build(ParsedDataset("t", str(tmp_path / "src"), tuple(records)), str(tmp_path / "out"),
                  progress=False)
     batch = next(iter(eval_dataset(str(tmp_path / "out"), "query", height=8, width=4, flip=True)))
     image, flipped = batch["image"].numpy()[0], batch["image_flipped"].numpy()[0]

@@ -16,7 +16,7 @@ from PIL import Image
 from tests.conftest import REPO, write_images
 from tf_reid.data import augment, pk
 from tfrecords_builder import writer
-from tfrecords_builder.records import Record, Split
+from tfrecords_builder.records import ParsedDataset, Record
 
 OFF = augment.AugmentConfig(flip=False, pad=0, erasing_probability=0.0)
 ALL_ON = augment.AugmentConfig(normalize=True)  # every step, pipeline normalisation included
@@ -41,7 +41,7 @@ def write_dataset(root, counts: dict[int, int], records_per_shard: int = 10) -> 
             records.append(Record(path, pid, index % 2, "train"))
     write_images(root / "src", ["q/0031_c1_0.png", "g/0031_c2_0.png"], colour_png(31, 0))
     records += [Record("q/0031_c1_0.png", 31, 0, "query"), Record("g/0031_c2_0.png", 31, 1, "gallery")]
-    split = Split("test", str(root / "src"), tuple(records))
+    split = ParsedDataset("test", str(root / "src"), tuple(records))
     return writer.build(split, str(root / "out"), records_per_shard=records_per_shard, progress=False)
 
 

@@ -17,7 +17,7 @@ from tf_reid.evaluation.features_file import SplitFeatures
 from tf_reid.models.aligned_reid import AlignedReID
 from tf_reid.training.workdir import checkpoint, save_model_config
 from tfrecords_builder import synthetic, writer
-from tfrecords_builder.records import Split
+from tfrecords_builder.records import ParsedDataset
 
 HEIGHT, WIDTH = 32, 16
 # The protocol options `tfrecords_builder.cuhk03.parse` records for classic split 0.
@@ -46,13 +46,13 @@ def make_classic_tfrecords(root: str) -> str:
     cameras x 3) is both a query and a gallery item (24 each), and the manifest records dataset
     "cuhk03" with the classic protocol. Call after `make_tfrecords(root)`.
     """
-    split = synthetic.parse(os.path.join(root, "synthetic"))
-    test = [r for r in split.records if r.split != "train"]
-    records = tuple([r for r in split.records if r.split == "train"]
+    parsed = synthetic.parse(os.path.join(root, "synthetic"))
+    test = [r for r in parsed.records if r.split != "train"]
+    records = tuple([r for r in parsed.records if r.split == "train"]
                     + [dataclasses.replace(r, split=s) for s in ("query", "gallery")
                        for r in test])
     data_dir = os.path.join(root, "classic")
-    writer.build(Split("cuhk03", split.source, records, CLASSIC_PROTOCOL), data_dir,
+    writer.build(ParsedDataset("cuhk03", parsed.source, records, CLASSIC_PROTOCOL), data_dir,
                  progress=False)
     return data_dir
 

@@ -7,7 +7,7 @@ import pytest
 
 from tests.tf_reid.losses.references import reference_distance_matrix
 from tests.tf_reid.evaluation.conftest import features
-from tf_reid.evaluation import reranking
+from tests.tf_reid.evaluation.references import re_ranking_dense
 from tf_reid.evaluation.matching import (
     DISTANCES,
     VARIANTS,
@@ -167,7 +167,7 @@ def test_registry_names_and_global_plus_local():
     # distances from the features).
     for name in DISTANCES:
         pairwise = DISTANCES[name]
-        dense = reranking.re_ranking_dense(
+        dense = re_ranking_dense(
             got[name], pairwise(query, query, False, 0.5), pairwise(gallery, gallery, False, 0.5),
             k1=3, k2=2, lambda_value=0.3)
         np.testing.assert_allclose(got[name + "+rerank"], dense, atol=1e-5)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from tests.tf_reid.evaluation.conftest import features, reference_single_gallery_shot
-from tf_reid.evaluation import metrics, report, reranking
+from tests.tf_reid.evaluation.references import re_ranking_dense
+from tf_reid.evaluation import metrics, report
 
 KEYS = {"rank1", "rank5", "rank10", "mAP", "mINP", "num_query", "skipped_queries"}
 
@@ -70,7 +71,7 @@ def test_rerank_matches_the_dense_release(hand_built):
     got = report.evaluate_features(query, gallery, rerank=True, normalize=False, k1=3, k2=2)
     assert list(got) == ["global", "global+rerank"]
     q, g = query.global_, gallery.global_
-    dist = reranking.re_ranking_dense(dense_euclidean(q, g), dense_euclidean(q, q),
+    dist = re_ranking_dense(dense_euclidean(q, g), dense_euclidean(q, q),
                                       dense_euclidean(g, g), k1=3, k2=2, lambda_value=0.3)
     cmc, mean_ap = metrics.evaluate_rank(dist, query.pids, gallery.pids, query.camids,
                                          gallery.camids)

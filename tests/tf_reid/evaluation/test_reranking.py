@@ -5,11 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tf_reid.evaluation.reranking import (
-    re_ranking,
-    re_ranking_dense,
-    re_ranking_features,
-)
+from tests.tf_reid.evaluation.references import re_ranking_dense
+from tf_reid.evaluation.reranking import re_ranking, re_ranking_features
 from tf_reid.index.exact import euclidean_distances
 
 NUM_Q, NUM_G, DIM = 30, 200, 16
