@@ -78,6 +78,7 @@ def batch_digest(images: np.ndarray, pids: np.ndarray) -> str:
 def tf_runners(config: dict[str, Any], images: np.ndarray, pids: np.ndarray
                ) -> tuple[dict[str, Runner], dict[str, Any]]:
     """{objective: runner} for config["rows"] (keys of bench.train_step.OBJECTIVES), and info."""
+    import tf_reid  # noqa: F401  # first: TensorFlow's environment as tf_reid's commands have it
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(config["threads"])

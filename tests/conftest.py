@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import tf_reid  # noqa: F401  # before any test imports TensorFlow: the environment tf_reid sets
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 

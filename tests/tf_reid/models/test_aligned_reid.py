@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_reid.models.aligned_reid import AlignedReID, batch_norms
+from tf_reid.models.aligned_reid import AlignedReID
+from tf_reid.models.batch_norm import batch_norms
 
 SHAPE = (32, 16, 3)  # the tiny backbone gives h = 4 stripes, w = 2
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
