@@ -27,8 +27,9 @@ from tf_reid.models.backbones import BACKBONES  # noqa: E402
 from tf_reid.training import loop, objective  # noqa: E402
 from tf_reid.training import strategies  # noqa: E402
 from tf_reid.training import workdir as workdir_lib  # noqa: E402
+from tfrecords_builder.manifest import read_manifest  # noqa: E402
 from tfrecords_builder.records import DatasetError  # noqa: E402
-from tools.cli import changed_settings, flags_as_keywords, run_reporting  # noqa: E402
+from tools.cli import FlagError, changed_settings, flags_as_keywords, run_reporting  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -115,6 +116,58 @@ BACKBONE_FLAGS = {"backbone_weights": "weights", "last_stride": "last_stride",
                   "torch_padding": "torch_padding"}
 
 
+# Valid values of the numeric flags: (lowest, highest, lowest excluded); None = unbounded.
+RANGES = {
+    "epochs": (1, None, False), "students": (1, None, False), "height": (1, None, False),
+    "width": (1, None, False), "embedding_dim": (1, None, False),
+    "local_channels": (1, None, False), "bn_momentum": (0.0, 1.0, False),
+    "last_stride": (1, 2, False), "num_identities": (1, None, False),
+    "num_instances": (1, None, False), "pad": (0, None, False),
+    "erasing_probability": (0.0, 1.0, False), "id_weight": (0.0, None, False),
+    "global_triplet_weight": (0.0, None, False), "local_triplet_weight": (0.0, None, False),
+    "mutual_id_weight": (0.0, None, False), "mutual_metric_weight": (0.0, None, False),
+    "margin": (0.0, None, False), "local_margin": (0.0, None, False),
+    "label_smoothing": (0.0, 1.0, False), "learning_rate": (0.0, None, True),
+    "decay_factor": (0.0, None, True), "warmup_epochs": (0.0, None, False),
+    "warmup_factor": (0.0, 1.0, True), "weight_decay": (0.0, None, False),
+    "cpu_replicas": (0, None, False), "eval_every": (-1, None, False),
+    "eval_batch_size": (1, None, False), "checkpoints_to_keep": (1, None, False),
+    "log_every": (1, None, False),
+}
+
+
+def range_errors(values: dict[str, object]) -> list[str]:
+    """`--name=value: must be ...` for each value of `values` outside its RANGES entry."""
+    errors = []
+    for name, (low, high, low_open) in RANGES.items():
+        value = values.get(name)
+        if value is None:
+            continue
+        below = value <= low if low_open else value < low
+        if below or (high is not None and value > high):
+            bound = (f"in [{low}, {high}]" if high is not None and not low_open else
+                     f"in ({low}, {high}]" if high is not None else
+                     f"> {low}" if low_open else f">= {low}")
+            errors.append(f"--{name}={value}: must be {bound}")
+    return errors
+
+
+def batch_errors(values: dict[str, object], train_identities: int) -> list[str]:
+    """What makes the P x K batch impossible for the objective or the training split."""
+    errors = []
+    triplet = values["global_triplet_weight"] or values["local_triplet_weight"]
+    if triplet and values["num_instances"] < 2:
+        errors.append(f"--num_instances={values['num_instances']}: the triplet losses need K >= 2 "
+                      "(a positive pair per identity)")
+    if triplet and values["num_identities"] < 2:
+        errors.append(f"--num_identities={values['num_identities']}: the triplet losses need "
+                      "P >= 2 (a negative per anchor)")
+    if values["num_identities"] > train_identities:
+        errors.append(f"--num_identities={values['num_identities']}: more than the "
+                      f"{train_identities} training identities of --data_dir")
+    return errors
+
+
 def own_flags() -> dict[str, object]:
     """This module's flags and their values (the run's resolved settings)."""
     module = sys.modules[__name__]
@@ -192,9 +245,20 @@ def config_from_flags() -> loop.TrainConfig:
         log_every=FLAGS.log_every, progress=FLAGS.progress)
 
 
+def check_flags(values: dict[str, object]) -> None:
+    """Every impossible or meaningless numeric setting, in one FlagError, before any work."""
+    errors = range_errors(values)
+    if not errors:
+        manifest = read_manifest(FLAGS.data_dir)
+        errors = batch_errors(values, manifest["splits"]["train"]["identities"])
+    if errors:
+        raise FlagError("; ".join(errors))
+
+
 def run() -> list[str]:
     import tensorflow as tf
 
+    check_flags(own_flags())
     if FLAGS.cpu_replicas:
         strategies.split_cpu(FLAGS.cpu_replicas)
     if FLAGS.deterministic:

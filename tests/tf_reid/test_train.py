@@ -86,6 +86,53 @@ def test_a_non_empty_workdir_is_refused_without_resume(data_dir, tmp_path):
     assert os.listdir(tmp_path / "run") == ["notes.txt"], "nothing written"
 
 
+@pytest.mark.parametrize("values, message", [
+    ({"epochs": 0}, "--epochs=0: must be >= 1"),
+    ({"learning_rate": -0.01}, "--learning_rate=-0.01: must be > 0.0"),
+    ({"learning_rate": 0.0}, "--learning_rate=0.0: must be > 0.0"),
+    ({"erasing_probability": 1.5}, "--erasing_probability=1.5: must be in [0.0, 1.0]"),
+    ({"warmup_factor": 0.0}, "--warmup_factor=0.0: must be in (0.0, 1.0]"),
+    ({"last_stride": 3}, "--last_stride=3: must be in [1, 2]"),
+    ({"eval_every": -2}, "--eval_every=-2: must be >= -1"),
+    ({"num_instances": 0}, "--num_instances=0: must be >= 1"),
+])
+def test_numeric_flags_out_of_range_are_named(values, message):
+    from tf_reid import train as train_cli
+
+    assert train_cli.range_errors(values) == [message]
+
+
+def test_numeric_flags_at_their_bounds_pass():
+    from tf_reid import train as train_cli
+
+    edges = {"epochs": 1, "learning_rate": 1e-9, "erasing_probability": 1.0, "warmup_factor": 1.0,
+             "last_stride": 2, "eval_every": -1, "pad": 0, "embedding_dim": None}
+    assert train_cli.range_errors(edges) == []
+
+
+def test_batches_the_objective_cannot_use_are_refused():
+    from tf_reid import train as train_cli
+
+    triplet = {"global_triplet_weight": 1.0, "local_triplet_weight": 0.0}
+    assert train_cli.batch_errors({**triplet, "num_identities": 4, "num_instances": 4}, 12) == []
+    k1, p1, big = (train_cli.batch_errors({**triplet, "num_identities": p, "num_instances": k}, 12)
+                   for p, k in ((4, 1), (1, 4), (13, 4)))
+    assert len(k1) == 1 and k1[0].startswith("--num_instances=1: the triplet losses need K >= 2")
+    assert len(p1) == 1 and p1[0].startswith("--num_identities=1: the triplet losses need P >= 2")
+    assert big == ["--num_identities=13: more than the 12 training identities of --data_dir"]
+    # ID loss alone trains on K = 1.
+    id_only = {"global_triplet_weight": 0.0, "local_triplet_weight": 0.0}
+    assert train_cli.batch_errors({**id_only, "num_identities": 4, "num_instances": 1}, 12) == []
+
+
+def test_bad_numbers_are_one_line_and_nothing_is_written(data_dir, tmp_path):
+    done = train(data_dir, tmp_path / "run", "--learning_rate=-0.01", "--num_instances=0")
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        "error: --num_instances=0: must be >= 1; --learning_rate=-0.01: must be > 0.0"]
+    assert not (tmp_path / "run").exists()
+
+
 def test_resume_refuses_changed_settings(data_dir, tmp_path):
     workdir = tmp_path / "run"
     assert train(data_dir, workdir, "--epochs=1", "--eval_every=-1").returncode == 0
