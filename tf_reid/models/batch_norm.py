@@ -14,6 +14,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+
 @keras.saving.register_keras_serializable(package="tf_reid")
 class FusedBatchNormalization(keras.layers.BatchNormalization):
     """`keras.layers.BatchNormalization` with a fused training path for [B, H, W, C] inputs.
