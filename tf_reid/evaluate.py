@@ -26,9 +26,10 @@ from absl import app, flags  # noqa: E402
 from tf_reid.evaluation import extract, features_file, protocols, report  # noqa: E402
 from tf_reid.evaluation.features_file import SplitFeatures  # noqa: E402
 from tf_reid.training import workdir as workdir_lib  # noqa: E402
+from tfrecords_builder import atomic  # noqa: E402
 from tfrecords_builder.manifest import read_manifest  # noqa: E402
 from tfrecords_builder.records import DatasetError  # noqa: E402
-from tools.cli import FlagError, run_reporting  # noqa: E402
+from tools.cli import FlagError, parse_flags, run_reporting  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -38,20 +39,25 @@ def define_flags() -> None:
     flags.DEFINE_string("workdir", None, "A tf_reid.train workdir (model.json and checkpoints).")
     flags.DEFINE_enum("which", "best", list(workdir_lib.WHICH),
                       "Checkpoint: the best evaluation (falls back to the last) or the last.")
-    flags.DEFINE_integer("student", 0, "Which student of a mutual-learning run.")
+    flags.DEFINE_integer("student", 0, "Which student of a mutual-learning run.",
+                         lower_bound=0)
     flags.DEFINE_string("data_dir", None, "TFRecords folder (default: the data_dir in model.json).")
-    flags.DEFINE_integer("batch_size", 128, "Images per batch during feature extraction.")
+    flags.DEFINE_integer("batch_size", 128, "Images per batch during feature extraction.",
+                         lower_bound=1)
     flags.DEFINE_bool("flip", False, "Average the features of each image and its mirror.")
     flags.DEFINE_bool("local", False, "Also evaluate the global + local (aligned) distance.")
     flags.DEFINE_bool("rerank", False, "Also evaluate each distance k-reciprocal re-ranked.")
     flags.DEFINE_bool("normalize", True, "L2-normalise the global features before distances.")
-    flags.DEFINE_float("local_weight", 1.0, "Weight of the local distance in global + local.")
-    flags.DEFINE_integer("rerank_k1", 20, "Re-ranking k1.")
-    flags.DEFINE_integer("rerank_k2", 6, "Re-ranking k2.")
-    flags.DEFINE_float("rerank_lambda", 0.3, "Re-ranking lambda (weight of the original distance).")
+    flags.DEFINE_float("local_weight", 1.0, "Weight of the local distance in global + local.",
+                       lower_bound=0.0)
+    flags.DEFINE_integer("rerank_k1", 20, "Re-ranking k1.", lower_bound=1)
+    flags.DEFINE_integer("rerank_k2", 6, "Re-ranking k2.", lower_bound=1)
+    flags.DEFINE_float("rerank_lambda", 0.3, "Re-ranking lambda (weight of the original distance).",
+                       lower_bound=0.0, upper_bound=1.0)
     flags.DEFINE_enum("tracklet_pooling", None, list(protocols.POOLING_METHODS),
                       "Video datasets (MARS): pool frame features per tracklet before ranking.")
-    flags.DEFINE_integer("max_rank", 50, "Length of the CMC curve (>= 10).")
+    flags.DEFINE_integer("max_rank", 50, "Length of the CMC curve (>= 10).",
+                         lower_bound=10)
     flags.DEFINE_string("save_features", None, "Also write the query/gallery features to this .npz.")
     flags.DEFINE_string("features", None, "Evaluate features saved with --save_features instead "
                         "of a model.")
@@ -103,8 +109,12 @@ def evaluate() -> list[str]:
                             "without --local)")
         output = FLAGS.output or os.path.splitext(FLAGS.features)[0] + ".eval.json"
     else:
-        query, gallery, metadata = features_from_model(FLAGS.workdir)
         output = FLAGS.output or os.path.join(FLAGS.workdir, EVAL_FILE)
+    for path in (output, FLAGS.save_features):  # replaced when they exist, but never an input
+        if path:
+            atomic.check_target(path, True, [FLAGS.features, FLAGS.data_dir])
+    if FLAGS.workdir:
+        query, gallery, metadata = features_from_model(FLAGS.workdir)
     lines = [f"query {len(query)} images, gallery {len(gallery)} images"]
     if FLAGS.save_features and not FLAGS.features:
         features_file.save(FLAGS.save_features, {"query": query, "gallery": gallery}, metadata)
@@ -144,4 +154,4 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

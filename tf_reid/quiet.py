@@ -18,8 +18,12 @@ from typing import Sequence
 _VERBOSITY = re.compile(r"^(?:--verbosity|-v)(?:=(-?\d+))?$")
 # absl/glog line prefix: severity letter, MMDD, time, thread id, file:line]  e.g.
 # "I0000 00:00:1795497417.049877    2206 cudart_stub.cc:31] ..."
+# libjpeg also prints to stderr on bad data ("Corrupt JPEG data: ...", "Premature end of JPEG
+# file", "Improper call to JPEG library in state 201"); the command's own error line names the file.
 _CPP_LOG = re.compile(rb"^(?:[IWEF]\d{4} \d\d:\d\d:[\d.]+ +\d+ [^\]]+\] |WARNING: All log messages "
-                      rb"before absl::InitializeLog\(\)|To enable the following instructions)")
+                      rb"before absl::InitializeLog\(\)|To enable the following instructions|"
+                      rb"Corrupt JPEG data: |Premature end of JPEG file$|Improper call to JPEG "
+                      rb"library in state \d+$)")
 
 
 def requested_verbosity(argv: Sequence[str]) -> int:
@@ -36,7 +40,7 @@ def requested_verbosity(argv: Sequence[str]) -> int:
 
 
 def is_cpp_log_line(line: bytes) -> bool:
-    """True for a TensorFlow/absl C++ log line (or its continuation line)."""
+    """True for a TensorFlow/absl C++ log line (or its continuation line), or libjpeg's."""
     return bool(_CPP_LOG.match(line))
 
 

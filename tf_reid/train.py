@@ -5,6 +5,8 @@ The workdir receives the resolved flags (flags.txt, itself a valid --flagfile), 
 checkpoints of the last epochs and of the best evaluation, TensorBoard logs and metrics.json.
 A non-empty workdir is refused unless --resume, which continues from the last checkpoint with
 the same step, optimiser state and data position (only --epochs and reporting flags may change).
+A run that fails before its first checkpoint leaves the workdir as it found it (and a killed one's
+leftovers are cleared by the next run), so the corrected command simply runs.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ if __name__ == "__main__":
 
     quiet_tensorflow(sys.argv)
 
+import inspect  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 
@@ -29,7 +32,8 @@ from tf_reid.training import strategies  # noqa: E402
 from tf_reid.training import workdir as workdir_lib  # noqa: E402
 from tfrecords_builder.manifest import read_manifest  # noqa: E402
 from tfrecords_builder.records import DatasetError  # noqa: E402
-from tools.cli import FlagError, changed_settings, flags_as_keywords, run_reporting  # noqa: E402
+from tools.cli import (FlagError, changed_settings, flags_as_keywords, parse_flags,  # noqa: E402
+                       run_reporting)
 
 FLAGS = flags.FLAGS
 
@@ -114,6 +118,7 @@ RESUMABLE = {"resume", "epochs", "eval_every", "eval_batch_size", "log_every", "
 # Backbone flags, passed to the backbone functions that take them.
 BACKBONE_FLAGS = {"backbone_weights": "weights", "last_stride": "last_stride",
                   "torch_padding": "torch_padding"}
+PATH_FLAGS = ("data_dir", "workdir", "backbone_weights")
 
 
 # Valid values of the numeric flags: (lowest, highest, lowest excluded); None = unbounded.
@@ -177,6 +182,21 @@ def own_flags() -> dict[str, object]:
     return {name: FLAGS[name].value for name in sorted(names)}
 
 
+def recorded_flags(values: dict[str, object]) -> dict[str, object]:
+    """The settings as flags.txt records them, so that it works as a --flagfile from any folder:
+    only the backbone flags the chosen backbone takes, and the paths absolute."""
+    taken = inspect.signature(BACKBONES[values["backbone"]]).parameters
+    recorded = {}
+    for name, value in values.items():
+        if name in BACKBONE_FLAGS and BACKBONE_FLAGS[name] not in taken:
+            continue
+        if name in PATH_FLAGS and value and not (name == "backbone_weights" and
+                                                 value == "imagenet"):
+            value = os.path.abspath(value)
+        recorded[name] = value
+    return recorded
+
+
 def flagfile_text(values: dict[str, object]) -> str:
     lines = []
     for name, value in values.items():
@@ -205,8 +225,8 @@ def _settings(flagfile: str) -> dict[str, str]:
 def check_resume(workdir: str, values: dict[str, object]) -> None:
     """Refuses to resume a run with settings that change the model or its data."""
     path = os.path.join(workdir, workdir_lib.FLAGS_FILE)
-    if not os.path.isfile(path):
-        return
+    if not os.path.isfile(path) or workdir_lib.failed_start(workdir):
+        return  # nothing to resume: the run starts afresh
     with open(path) as f:
         saved = _settings(f.read())
     changed = changed_settings(saved, _settings(flagfile_text(values)), RESUMABLE)
@@ -264,15 +284,18 @@ def run() -> list[str]:
     if FLAGS.deterministic:
         tf.config.experimental.enable_op_determinism()
     config = config_from_flags()
-    values = own_flags()
+    values = recorded_flags(own_flags())
     if FLAGS.resume:
         check_resume(FLAGS.workdir, values)
     strategy = strategies.STRATEGIES[FLAGS.strategy]()
     if strategies.is_chief(strategy):
-        workdir_lib.prepare(FLAGS.workdir, FLAGS.resume)
-        workdir_lib.write_text_atomic(os.path.join(FLAGS.workdir, workdir_lib.FLAGS_FILE),
-                                      flagfile_text(values))
-    result = loop.train(config, strategy, resume=FLAGS.resume)
+        with workdir_lib.undone_on_failed_start(FLAGS.workdir):
+            workdir_lib.prepare(FLAGS.workdir, FLAGS.resume)
+            workdir_lib.write_text_atomic(os.path.join(FLAGS.workdir, workdir_lib.FLAGS_FILE),
+                                          flagfile_text(values))
+            result = loop.train(config, strategy, resume=FLAGS.resume)
+    else:
+        result = loop.train(config, strategy, resume=FLAGS.resume)
     if not strategies.is_chief(strategy):
         return [f"{strategies.task_name(strategy)}: trained {result['epoch']} epochs "
                 f"(the chief writes {FLAGS.workdir})"]
@@ -290,4 +313,4 @@ def main(argv: list[str]) -> int:
 if __name__ == "__main__":
     define_flags()
     flags.mark_flags_as_required(["data_dir", "workdir"])
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -24,6 +24,7 @@ from tfrecords_builder.naming import MARKET_FOLDERS, PID_CAM, parse_folders
 from tfrecords_builder.records import DatasetError, ParsedDataset, find_root
 
 PARAMS_FILE = "synthetic.json"
+KIND = "synthetic"  # the output's marker (`atomic.check_target`)
 VERSION = 1  # bump when the drawing changes, so old outputs are told apart
 IMAGE_FORMATS = {"png": "PNG", "jpg": "JPEG"}
 _IDENTITY, _CAMERA, _IMAGE = 0, 1, 2  # rng stream kinds
@@ -199,18 +200,6 @@ def image_path(pid: int, cam: int, index: int, num_train_identities: int,
     return os.path.join(MARKET_FOLDERS[split], f"{pid:04d}_c{cam}_{index:04d}.{image_format}")
 
 
-def check_output(output_dir: str, overwrite: bool) -> None:
-    """Refuses an existing output unless `overwrite`, and never deletes a non-synthetic folder."""
-    if not os.path.lexists(output_dir):
-        return
-    if not overwrite:
-        raise DatasetError(f"{output_dir}: output already exists (pass --overwrite to replace it)")
-    if not os.path.isfile(os.path.join(output_dir, PARAMS_FILE)) and (
-            not os.path.isdir(output_dir) or os.listdir(output_dir)):
-        raise DatasetError(f"{output_dir}: exists and is not a synthetic dataset (no "
-                           f"{PARAMS_FILE}); not replacing it")
-
-
 def generate(output_dir: str, num_identities: int = 100, num_cameras: int = 4,
              images_per_identity_per_camera: int = 4, height: int = 128, width: int = 64,
              num_train_identities: int | None = None, seed: int = 0, image_format: str = "png",
@@ -236,7 +225,7 @@ def generate(output_dir: str, num_identities: int = 100, num_cameras: int = 4,
 
     Raises:
       ValueError: on inconsistent arguments.
-      DatasetError: when `output_dir` exists and may not be replaced.
+      atomic.OutputError: when `output_dir` exists and may not be replaced.
     """
     train_ids = num_identities // 2 if num_train_identities is None else num_train_identities
     k = images_per_identity_per_camera
@@ -249,12 +238,12 @@ def generate(output_dir: str, num_identities: int = 100, num_cameras: int = 4,
     if image_format not in IMAGE_FORMATS:
         raise ValueError(f"image_format must be one of {sorted(IMAGE_FORMATS)}, "
                          f"got {image_format!r}")
-    check_output(output_dir, overwrite)
+    atomic.check_target(output_dir, overwrite, kind=KIND)
     params = {"version": VERSION, "seed": seed, "num_identities": num_identities,
               "num_train_identities": train_ids, "num_cameras": num_cameras,
               "images_per_identity_per_camera": images_per_identity_per_camera,
               "height": height, "width": width, "image_format": image_format}
-    with atomic.folder(output_dir) as partial:  # check_output allowed replacing an old one
+    with atomic.folder(output_dir, kind=KIND) as partial:  # check_target allowed replacing
         for sub in MARKET_FOLDERS.values():
             os.makedirs(os.path.join(partial, sub))
 

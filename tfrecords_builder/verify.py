@@ -8,7 +8,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from tfrecords_builder import features, writer
+from tfrecords_builder import atomic, features
 from tfrecords_builder.images import op_error
 from tfrecords_builder.manifest import MANIFEST, read_manifest
 from tfrecords_builder.records import SPLITS
@@ -43,7 +43,7 @@ def verify_split(output_dir: str, name: str, summary: dict[str, Any], label_map:
         if not os.path.isfile(path):
             problems.append(f"{path}: missing shard")
             continue
-        digest = writer.sha256_file(path)
+        digest = atomic.sha256_file(path)
         if digest != shard["sha256"]:
             problems.append(f"{path}: sha256 {digest[:12]}... differs from the manifest's "
                             f"{shard['sha256'][:12]}...")

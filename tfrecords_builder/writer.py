@@ -11,7 +11,6 @@ complete; the next run deletes what a killed one left.
 from __future__ import annotations
 
 import collections
-import hashlib
 import os
 from typing import Any, Callable, Iterator, Sequence
 
@@ -22,6 +21,8 @@ from tqdm import tqdm
 from tfrecords_builder import atomic, features, images
 from tfrecords_builder.manifest import write_manifest
 from tfrecords_builder.records import SPLITS, DatasetError, ParsedDataset, Record, sort_key
+
+KIND = "tfrecords"  # the output's marker (`atomic.check_target`)
 
 
 def plan_shards(records: Sequence[Record], records_per_shard: int) -> list[list[Record]]:
@@ -58,14 +59,6 @@ def plan_shards(records: Sequence[Record], records_per_shard: int) -> list[list[
 def shard_name(split: str, index: int, count: int) -> str:
     """'train-00003-of-00012.tfrecord'."""
     return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
-
-
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def split_counts(records: Sequence[Record]) -> dict[str, int]:
@@ -143,12 +136,6 @@ def _error_of(parsed: ParsedDataset,
         return e
 
 
-def check_output(output_dir: str, overwrite: bool) -> None:
-    """Refuses an existing output unless `overwrite`."""
-    if os.path.lexists(output_dir) and not overwrite:
-        raise DatasetError(f"{output_dir}: output already exists (pass --overwrite to replace it)")
-
-
 def _check_splits(parsed: ParsedDataset) -> dict[str, tuple[Record, ...]]:
     parts = {name: parsed.of(name) for name in SPLITS}
     for name, records in parts.items():
@@ -166,7 +153,7 @@ def build(parsed: ParsedDataset, output_dir: str, records_per_shard: int = 1000,
       parsed: what a dataset parser returned.
       output_dir: the folder to create.
       records_per_shard: target shard size in records.
-      overwrite: replace an existing `output_dir`.
+      overwrite: replace an existing `output_dir` (only an earlier output of `build`).
       skip_bad_images: list undecodable images in the manifest instead of failing.
       num_workers: parallel image decoders (default: tf.data's autotuning over the cores).
       progress: show a progress bar on stderr (when it is a terminal).
@@ -176,13 +163,13 @@ def build(parsed: ParsedDataset, output_dir: str, records_per_shard: int = 1000,
 
     Raises:
       DatasetError: one line naming the file and the problem.
+      atomic.OutputError: `output_dir` exists and may not be replaced, or holds the input.
     """
     output_dir = os.path.abspath(output_dir)
-    check_output(output_dir, overwrite)
+    atomic.check_target(output_dir, overwrite, [parsed.source], KIND)
     plans = {name: plan_shards(records, records_per_shard)
              for name, records in _check_splits(parsed).items()}
-    atomic.remove_stale(output_dir)
-    with atomic.folder(output_dir) as partial:
+    with atomic.folder(output_dir, kind=KIND) as partial:
         manifest = _write_partial(parsed, plans, partial, skip_bad_images, num_workers, progress)
         manifest["options"] = {"records_per_shard": records_per_shard,
                                "skip_bad_images": skip_bad_images}
@@ -224,7 +211,7 @@ def _write_partial(parsed: ParsedDataset, plans: dict[str, list[list[Record]]], 
                         kept.append(record)
                         count += 1
                 shards.append({"file": file, "records": count,
-                               "sha256": sha256_file(os.path.join(partial, file))})
+                               "sha256": atomic.sha256_file(os.path.join(partial, file))})
             if not kept:
                 raise DatasetError(f"{parsed.source}: empty split '{name}' "
                                    "(every image was skipped as bad)")

@@ -20,7 +20,7 @@ from absl import app, flags
 
 from tf_reid.index import gallery, inputs
 from tf_reid.index.kinds import KINDS, IndexInputError, parse_params
-from tools.cli import run_reporting
+from tools.cli import parse_flags, run_reporting
 
 FLAGS = flags.FLAGS
 
@@ -34,9 +34,10 @@ def define_flags() -> None:
     flags.DEFINE_list("params", [],
                       "The kind's parameters, name=value, e.g. nlist=1024,nprobe=16.")
     flags.DEFINE_integer("pca_dim", None, "Reduce to this many dimensions with a PCA learned on the "
-                         "gallery (queries are reduced the same way).")
-    flags.DEFINE_integer("train_size", 100_000, "Gallery items sampled to train PCA / IVF / PQ.")
-    flags.DEFINE_integer("chunk", 65_536, "Items added per step.")
+                         "gallery (queries are reduced the same way).", lower_bound=1)
+    flags.DEFINE_integer("train_size", 100_000, "Gallery items sampled to train PCA / IVF / PQ.",
+                         lower_bound=1)
+    flags.DEFINE_integer("chunk", 65_536, "Items added per step.", lower_bound=1)
     flags.DEFINE_bool("overwrite", False, "Replace an existing --output.")
     flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
@@ -45,7 +46,7 @@ def build_index(features: str, output: str, kind: str, params: dict[str, int],
                 pca_dim: int | None, train_size: int, chunk: int, overwrite: bool,
                 progress: bool) -> list[str]:
     """Reads, builds and writes; returns the report lines."""
-    with gallery.atomic_folder(output, overwrite) as partial:
+    with gallery.atomic_folder(output, overwrite, [features]) as partial:
         embeddings, metadata = inputs.read_embeddings(features, "gallery")
         start = time.perf_counter()
         index = gallery.build(embeddings, metadata, kind, params, pca_dim, train_size, chunk,
@@ -69,4 +70,4 @@ def main(argv: list[str]) -> int:
 if __name__ == "__main__":
     define_flags()
     flags.mark_flags_as_required(["features", "output"])
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

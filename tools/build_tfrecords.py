@@ -18,7 +18,7 @@ from absl import app, flags  # noqa: E402
 
 from tfrecords_builder import BUILDERS, cuhk03, mars, parser, writer  # noqa: E402
 from tfrecords_builder.manifest import split_table  # noqa: E402
-from tools.cli import flags_as_keywords, run_reporting  # noqa: E402
+from tools.cli import flags_as_keywords, parse_flags, run_reporting  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -30,24 +30,28 @@ def define_flags() -> None:
     flags.DEFINE_string("output_dir", None,
                         "Folder to create with the TFRecords and manifest.json.")
     flags.DEFINE_integer("records_per_shard", 1000,
-                         "Target records per shard (identities are never split).")
+                         "Target records per shard (identities are never split).",
+                         lower_bound=1)
     flags.DEFINE_bool("overwrite", False, "Replace an existing output_dir.")
     flags.DEFINE_bool("skip_bad_images", False,
                       "List undecodable images in the manifest instead of failing.")
     flags.DEFINE_integer("num_workers", None,
-                         "Parallel image decoders (default: autotuned over the cores).")
+                         "Parallel image decoders (default: autotuned over the cores).",
+                         lower_bound=1)
     flags.DEFINE_bool("progress", True, "Show a progress bar.")
     # Protocol options (PROTOCOL_FLAGS).
     flags.DEFINE_enum("box_type", None, cuhk03.BOX_TYPES, "cuhk03: labeled or detected boxes.")
     flags.DEFINE_enum("protocol", None, cuhk03.PROTOCOLS,
                       "cuhk03: new (767/700) or classic (20 splits).")
-    flags.DEFINE_integer("split_index", None, "cuhk03 classic: test split 0..19.")
+    flags.DEFINE_integer("split_index", None, "cuhk03 classic: test split 0..19.",
+                         lower_bound=0, upper_bound=19)
     flags.DEFINE_bool("allow_missing", None, "cuhk03: skip split-file entries without an image.")
     flags.DEFINE_enum("cuhk03_source", None, cuhk03.SOURCES, "cuhk03: where the images come from.")
     flags.DEFINE_bool("combine_trainval", None, "msmt17: train on list_train + list_val.")
     flags.DEFINE_enum("mars_gallery", None, mars.GALLERIES, "mars: gallery protocol.")
     flags.DEFINE_integer("split_seed", None, "cuhk01: seed of the train/test identity split.")
-    flags.DEFINE_integer("num_train_identities", None, "cuhk01: identities in the train split.")
+    flags.DEFINE_integer("num_train_identities", None, "cuhk01: identities in the train split.",
+                         lower_bound=1)
 
 
 # Protocol flag -> keyword of the dataset's parse(); an unset one keeps the parser's default.
@@ -88,4 +92,4 @@ def main(argv: list[str]) -> int:
 if __name__ == "__main__":
     define_flags()
     flags.mark_flags_as_required(["dataset", "data_dir", "output_dir"])
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

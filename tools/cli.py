@@ -5,7 +5,7 @@ Each command defines its flags in `define_flags()`, called only when it runs as 
     if __name__ == "__main__":
         define_flags()
         flags.mark_flags_as_required([...])
-        app.run(main)
+        app.run(main, flags_parser=parse_flags)
 
 so importing a command (a test, a bench, another command) defines no flags: commands share
 flag names (--output, --progress, --data_dir, ...), and absl refuses a name defined twice.
@@ -19,12 +19,24 @@ from typing import Any, Callable, Collection, Mapping, Sequence, Type
 
 from absl import flags, logging
 
+from tfrecords_builder.atomic import OutputError
 from tfrecords_builder.records import DatasetError
 
 
 class FlagError(Exception):
     """Command-line misuse (a flag that does not apply, a bad combination): the message is one
     line naming the flag."""
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, for `app.run(main, flags_parser=parse_flags)`: a bad flag (unknown,
+    malformed, out of its bounds, a required one missing) is one `error:` line and status 1,
+    instead of absl's FATAL line and usage hint."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:  # several missing required flags: one line each
+        print("error: " + "; ".join(str(e).splitlines()), file=sys.stderr)
+        sys.exit(1)
 
 
 def warnings_only_unless_verbose() -> None:
@@ -37,19 +49,32 @@ def run_reporting(body: Callable[[], Sequence[str]],
                   errors: tuple[Type[Exception], ...] = (DatasetError,)) -> int:
     """Runs `body`, prints the lines it returns, and returns the exit status.
 
-    A FlagError, or an exception of `errors` (bad input: DatasetError by default), becomes one
-    `error: <message>` line on stderr and status 1. absl logs from WARNING up unless
+    A FlagError, an OutputError (writing would lose data), an OSError about a named file (an
+    unwritable output, an unreadable input), or an exception of `errors` (bad input:
+    DatasetError by default) becomes one `error: <message>` line on stderr and status 1. absl
+    logs from WARNING up unless
     `--verbosity` is given: TensorFlow's INFO lines (a line per checkpoint or SavedModel
     write) would bury the command's own output.
     """
     warnings_only_unless_verbose()
     try:
         lines = body()
-    except (FlagError, *errors) as e:
+    except (FlagError, OutputError, *errors) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        if e.filename is None:
+            raise
+        print(f"error: {os_error(e)}", file=sys.stderr)
         return 1
     print("\n".join(lines))
     return 0
+
+
+def os_error(e: OSError) -> str:
+    """'<file>: <reason>' of an OSError that names its file (or files)."""
+    also = f" -> {e.filename2}" if e.filename2 else ""
+    return f"{e.filename}{also}: {e.strerror or e}"
 
 
 def flags_as_keywords(function: Callable[..., Any], keywords: Mapping[str, str], target: str,

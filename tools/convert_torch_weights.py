@@ -22,7 +22,7 @@ from absl import app, flags  # noqa: E402
 from tf_reid.models import torch_weights  # noqa: E402
 from tfrecords_builder import atomic  # noqa: E402
 from tfrecords_builder.records import DatasetError  # noqa: E402
-from tools.cli import FlagError, run_reporting  # noqa: E402
+from tools.cli import FlagError, parse_flags, run_reporting  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -39,13 +39,13 @@ def convert_weights(input_path: str, output_path: str, overwrite: bool) -> list[
     """Writes the converted weights to `output_path` atomically; returns the lines to print.
 
     Raises:
-      FlagError: `output_path` does not end in .weights.h5, or exists and not `overwrite`.
+      FlagError: `output_path` does not end in .weights.h5.
+      OutputError: `output_path` exists and not `overwrite`, or it is the input.
       DatasetError: `input_path` is not a readable legacy MobileNetV2 state dict.
     """
     if not output_path.endswith(".weights.h5"):
         raise FlagError(f"{output_path}: output must end in .weights.h5")
-    if os.path.lexists(output_path) and not overwrite:
-        raise FlagError(f"{output_path}: output already exists (pass --overwrite to replace it)")
+    atomic.check_target(output_path, overwrite, [input_path])
     try:
         weights = torch_weights.keras_mobilenet_v2_weights(
             torch_weights.load_legacy_state_dict(input_path))
@@ -69,4 +69,4 @@ def main(argv: list[str]) -> int:
 if __name__ == "__main__":
     define_flags()
     flags.mark_flags_as_required(["input", "output"])
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

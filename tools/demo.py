@@ -197,4 +197,6 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    from tools.cli import parse_flags
+
+    app.run(main, flags_parser=parse_flags)

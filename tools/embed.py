@@ -23,6 +23,7 @@ import os  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from tf_reid.evaluation import features_file  # noqa: E402
+from tfrecords_builder import atomic  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -33,9 +34,10 @@ def define_flags() -> None:
     flags.DEFINE_string("rest", None, "TF Serving REST base URL, e.g. http://localhost:8501.")
     flags.DEFINE_string("grpc", None, "TF Serving gRPC target, e.g. localhost:8500.")
     flags.DEFINE_string("model_name", "tf_reid", "Served model name (with --rest/--grpc).")
-    flags.DEFINE_integer("version", None, "Served version (with --rest); default: the latest.")
+    flags.DEFINE_integer("version", None, "Served version (with --rest); default: the latest.",
+                         lower_bound=1)
     flags.DEFINE_list("images", None, "Image files or glob patterns.")
-    flags.DEFINE_integer("batch_size", 32, "Images per request.")
+    flags.DEFINE_integer("batch_size", 32, "Images per request.", lower_bound=1)
     flags.DEFINE_string("output", None, "Where to write the .npz of embeddings and paths.")
     flags.DEFINE_enum("split", "query", list(features_file.SPLITS),
                       "Split name the .npz stores them under.")
@@ -58,8 +60,10 @@ def image_files(patterns: list[str]) -> list[str]:
 
 
 def read_images(paths: list[str]) -> list[bytes]:
-    """Each file's bytes; a missing file or one that is not an image is an EmbedError."""
-    from tfrecords_builder.images import sniff_format
+    """Each file's bytes; a missing file, or one that is not an image or does not decode whole
+    (a truncated JPEG), is an EmbedError naming it, before any is sent to the model."""
+    from tfrecords_builder.images import probe, sniff_format
+    from tfrecords_builder.records import DatasetError
 
     images = []
     for path in paths:
@@ -69,6 +73,10 @@ def read_images(paths: list[str]) -> list[bytes]:
             data = f.read()
         if sniff_format(data) is None:
             raise EmbedError(f"{path}: not a JPEG, PNG, GIF or BMP image")
+        try:
+            probe(data, path)
+        except DatasetError as e:
+            raise EmbedError(str(e)) from None
         images.append(data)
     return images
 
@@ -101,6 +109,7 @@ def run() -> list[str]:
 
     from tf_reid.export import client
 
+    atomic.check_target(FLAGS.output, True, FLAGS.images)
     paths = image_files(FLAGS.images)
     embeddings = client.embed_in_batches(embedder(), read_images(paths), FLAGS.batch_size,
                                          FLAGS.progress)
@@ -124,4 +133,6 @@ def main(argv: list[str]) -> int:
 if __name__ == "__main__":
     define_flags()
     flags.mark_flags_as_required(["images", "output"])
-    app.run(main)
+    from tools.cli import parse_flags
+
+    app.run(main, flags_parser=parse_flags)

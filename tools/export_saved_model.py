@@ -31,10 +31,16 @@ def define_flags() -> None:
     flags.DEFINE_string("workdir", None, "Training workdir (tf_reid.train).")
     flags.DEFINE_string("export_dir", None, "Base folder of exported models (TF Serving's base path's parent).")
     flags.DEFINE_string("model_name", "tf_reid", "Served model name (folder under --export_dir).")
-    flags.DEFINE_integer("version", None, "Version number; default: the next free one.")
+    flags.DEFINE_integer("version", None, "Version number; default: the next free one.",
+                         lower_bound=1)
     flags.DEFINE_enum("which", "best", list(WHICH), "Checkpoint to export.")
-    flags.DEFINE_integer("student", 0, "Which student of a mutual-learning run.")
-    flags.DEFINE_integer("warmup_images", 4, "Query images in the warm-up requests (0: no warm-up file).")
+    flags.DEFINE_integer("student", 0, "Which student of a mutual-learning run.",
+                         lower_bound=0)
+    flags.DEFINE_integer("warmup_images", 4, "Query images in the warm-up requests (0: no warm-up file).",
+                         lower_bound=0)
+    flags.DEFINE_integer("max_image_pixels", 4096 * 4096,
+                         "Largest image (height x width) served; larger ones fail their request.",
+                         lower_bound=1)
 
 
 def warmup_images(data_dir: str, count: int) -> list[bytes]:
@@ -67,7 +73,7 @@ def run() -> list[str]:
         card["metrics"] = workdir_lib.read_json(metrics_file)
     images = warmup_images(config["data_dir"], FLAGS.warmup_images) if FLAGS.warmup_images else []
     path = saved_model.export(model, FLAGS.export_dir, FLAGS.model_name,
-                              FLAGS.version, images, card)
+                              FLAGS.version, images, card, FLAGS.max_image_pixels)
     return [f"exported {path}",
             f"serve: tensorflow_model_server --rest_api_port=8501 --port=8500 "
             f"--model_name={FLAGS.model_name} --model_base_path={os.path.abspath(os.path.dirname(path))}"]
@@ -86,4 +92,6 @@ def main(argv: list[str]) -> int:
 if __name__ == "__main__":
     define_flags()
     flags.mark_flags_as_required(["workdir", "export_dir"])
-    app.run(main)
+    from tools.cli import parse_flags
+
+    app.run(main, flags_parser=parse_flags)

@@ -12,7 +12,7 @@ import inspect
 from absl import app, flags
 
 from tfrecords_builder import synthetic
-from tools.cli import run_reporting
+from tools.cli import parse_flags, run_reporting
 
 FLAGS = flags.FLAGS
 _DEFAULTS = {k: p.default for k, p in inspect.signature(synthetic.generate).parameters.items()}
@@ -73,4 +73,4 @@ def main(argv: list[str]) -> int:
 if __name__ == "__main__":
     define_flags()
     flags.mark_flags_as_required(["output_dir"])
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

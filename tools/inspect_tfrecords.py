@@ -17,14 +17,14 @@ from absl import app, flags  # noqa: E402
 
 from tfrecords_builder import verify  # noqa: E402
 from tfrecords_builder.manifest import split_table  # noqa: E402
-from tools.cli import FlagError, run_reporting  # noqa: E402
+from tools.cli import FlagError, parse_flags, run_reporting  # noqa: E402
 
 FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
     """The command's flags (see `tools.cli`)."""
-    flags.DEFINE_integer("samples", 8, "Images decoded per shard.")
+    flags.DEFINE_integer("samples", 8, "Images decoded per shard.", lower_bound=0)
 
 
 def report_lines(output_dir: str, manifest: dict) -> list[str]:
@@ -58,4 +58,4 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

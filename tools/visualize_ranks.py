@@ -38,9 +38,9 @@ from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 from tf_reid.data.tfrecords import shard_files  # noqa: E402
 from tf_reid.evaluation import features_file, matching, protocols  # noqa: E402
 from tf_reid.evaluation.features_file import SplitFeatures  # noqa: E402
-from tfrecords_builder import features  # noqa: E402
+from tfrecords_builder import atomic, features  # noqa: E402
 from tfrecords_builder.records import DatasetError  # noqa: E402
-from tools.cli import FlagError, run_reporting  # noqa: E402
+from tools.cli import FlagError, parse_flags, run_reporting  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -51,14 +51,15 @@ def define_flags() -> None:
     flags.DEFINE_string("data_dir", None, "TFRecords folder (default: the features' data_dir).")
     flags.DEFINE_string("output_dir", None, "Folder for ranks.png and cmc.png (created).")
     flags.DEFINE_list("queries", None, "Query indices to show, e.g. 0,5,9.")
-    flags.DEFINE_integer("num_queries", 8, "Without --queries: this many, evenly spaced.")
-    flags.DEFINE_integer("top_k", 10, "Gallery images per query.")
+    flags.DEFINE_integer("num_queries", 8, "Without --queries: this many, evenly spaced.",
+                         lower_bound=1)
+    flags.DEFINE_integer("top_k", 10, "Gallery images per query.", lower_bound=1)
     flags.DEFINE_bool("local", False, "Rank by global + local distance instead of global.")
     flags.DEFINE_bool("rerank", False, "Rank by the k-reciprocal re-ranked distance.")
     flags.DEFINE_bool("normalize", True, "L2-normalise the global features before distances.")
-    flags.DEFINE_integer("max_rank", 50, "Last rank of the CMC curve.")
-    flags.DEFINE_integer("cell_height", 128, "Height of each image in ranks.png.")
-    flags.DEFINE_integer("cell_width", 64, "Width of each image in ranks.png.")
+    flags.DEFINE_integer("max_rank", 50, "Last rank of the CMC curve.", lower_bound=1)
+    flags.DEFINE_integer("cell_height", 128, "Height of each image in ranks.png.", lower_bound=8)
+    flags.DEFINE_integer("cell_width", 64, "Width of each image in ranks.png.", lower_bound=8)
 
 
 BORDER, LABEL, PAD, GAP = 4, 14, 4, 12
@@ -225,9 +226,16 @@ def cmc_curves(distances: Mapping[str, np.ndarray], query: SplitFeatures,
             for name, d in distances.items()}
 
 
+def save_png(picture: Image.Image, path: str) -> None:
+    """Writes `picture` to `path` atomically (a reader never sees half a PNG)."""
+    with atomic.file(path, suffix=".png") as partial:
+        picture.save(partial)
+
+
 def visualize() -> list[str]:
     if FLAGS.top_k < 1 or FLAGS.num_queries < 1 or FLAGS.max_rank < 1:
         raise FlagError("--top_k, --num_queries and --max_rank must be positive")
+    atomic.check_target(FLAGS.output_dir, True, [FLAGS.features])
     query, gallery = (features_file.load(FLAGS.features, split) for split in features_file.SPLITS)
     metadata = features_file.load_metadata(FLAGS.features)
     data_dir = FLAGS.data_dir or metadata.get("data_dir")
@@ -250,11 +258,11 @@ def visualize() -> list[str]:
                                  {gallery.paths[g] for _, ranked in rows for g in ranked})
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     ranks_path = os.path.join(FLAGS.output_dir, "ranks.png")
-    ranks_grid(rows, query, gallery, query_images, gallery_images, FLAGS.top_k, FLAGS.cell_height,
-               FLAGS.cell_width).save(ranks_path)
+    save_png(ranks_grid(rows, query, gallery, query_images, gallery_images, FLAGS.top_k,
+                        FLAGS.cell_height, FLAGS.cell_width), ranks_path)
     curves = cmc_curves(distances, query, gallery, FLAGS.max_rank, metadata)
     cmc_path = os.path.join(FLAGS.output_dir, "cmc.png")
-    cmc_plot(curves, FLAGS.max_rank).save(cmc_path)
+    save_png(cmc_plot(curves, FLAGS.max_rank), cmc_path)
     rank1 = ", ".join(f"{n} rank-1 {100 * c[0]:.1f}%" for n, c in curves.items())
     return [f"wrote {ranks_path} ({len(rows)} queries x top-{FLAGS.top_k}, ranked by {name})",
             f"wrote {cmc_path} ({rank1})"]
@@ -268,4 +276,4 @@ def main(argv: list[str]) -> int:
 if __name__ == "__main__":
     define_flags()
     flags.mark_flags_as_required(["features", "output_dir"])
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

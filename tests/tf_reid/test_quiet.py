@@ -15,6 +15,9 @@ def test_cpp_log_lines_are_recognised():
         b"I0000 00:00:1795497417.049877    2206 cudart_stub.cc:31] Could not find cuda drivers",
         b"E0000 00:00:1795497520.668336    3103 cuda_platform.cc:52] failed call to cuInit: ...",
         b"To enable the following instructions: AVX2 FMA, in other operations, rebuild ...",
+        b"Improper call to JPEG library in state 201",  # libjpeg on a truncated file
+        b"Corrupt JPEG data: premature end of data segment",
+        b"Premature end of JPEG file",
     ]
     kept = [b"error: /data/x.jpg: image does not decode (jpeg: ...)",
             b"train        4145    427     2      5", b"I0 is not a log line", b""]

@@ -145,3 +145,102 @@ def test_remove_stale_deletes_only_dead_processes_temporaries(tmp_path):
     assert atomic.remove_stale(str(tmp_path / "run.json")) == [
         str(tmp_path / f"run.json.partial-{finished.pid}")]
     assert sorted(os.listdir(tmp_path)) == sorted([alive.name, "out.partial-x", "outer.partial-1"])
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (it names no process now)."""
+    finished = subprocess.Popen([sys.executable, "-c", ""])
+    finished.wait()
+    return finished.pid
+
+
+def test_remove_stale_also_deletes_old_folders_and_any_marked_temporary_of_the_kind(tmp_path):
+    pid = dead_pid()
+    marked = tmp_path / f"other.partial-{pid}"  # a killed conversion to another output
+    with atomic.folder(str(marked), kind="tfrecords") as partial:
+        pass  # published at the leftover's name, marker included
+    unmarked = tmp_path / f"data.partial-{pid}"  # not ours: no marker
+    unmarked.mkdir()
+    old = tmp_path / f"out.old-{pid}"
+    old.mkdir()
+    other_kind = tmp_path / f"ix.partial-{pid}"
+    with atomic.folder(str(other_kind), kind="index"):
+        pass
+    assert atomic.remove_stale(str(tmp_path / "out"), "tfrecords") == [str(marked), str(old)]
+    assert sorted(os.listdir(tmp_path)) == sorted([unmarked.name, other_kind.name])
+    assert partial  # (the block ran)
+
+
+def test_folder_of_a_kind_is_marked_and_cleans_its_kind_first(tmp_path):
+    stale = tmp_path / f"earlier.partial-{dead_pid()}"
+    with atomic.folder(str(stale), kind="index"):
+        pass
+    with atomic.folder(str(tmp_path / "ix"), kind="index") as partial:
+        assert os.listdir(partial) == [atomic.MARKER]
+        assert not stale.exists()
+    assert atomic.is_output(str(tmp_path / "ix"), "index")
+    assert not atomic.is_output(str(tmp_path / "ix"), "tfrecords")
+    assert not atomic.is_output(str(tmp_path), "index")
+
+
+def test_exchange_swaps_two_folders_in_one_step(tmp_path):
+    # What `folder` does to replace an old folder: no moment without the target's name.
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "v").write_text("new")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "v").write_text("old")
+    assert atomic._exchange(str(tmp_path / "a"), str(tmp_path / "b"))  # Linux, ext4 / tmpfs
+    assert listing(tmp_path / "a") == {"v": "old"} and listing(tmp_path / "b") == {"v": "new"}
+    with pytest.raises(FileNotFoundError):
+        atomic._exchange(str(tmp_path / "a"), str(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize("make, overwrite, message", [
+    (lambda p: None, False, None),
+    (lambda p: p.mkdir(), False, "output already exists (pass --overwrite to replace it)"),
+    (lambda p: p.mkdir(), True, None),  # empty: nothing to lose
+    (lambda p: (p.mkdir(), (p / "notes.txt").write_text("mine")), True,
+     "exists and is not an earlier 'tfrecords' output of tf-reid (no .tf-reid-output marker "
+     "in it)"),
+    (lambda p: p.write_text("a file"), True, "exists and is not a folder"),
+])
+def test_check_target(tmp_path, make, overwrite, message):
+    target = tmp_path / "out"
+    make(target)
+    if message is None:
+        atomic.check_target(str(target), overwrite, kind="tfrecords")
+    else:
+        with pytest.raises(atomic.OutputError) as raised:
+            atomic.check_target(str(target), overwrite, kind="tfrecords")
+        assert str(raised.value).startswith(f"{target}: {message}")
+
+
+def test_check_target_accepts_an_earlier_output_of_the_kind_only(tmp_path):
+    with atomic.folder(str(tmp_path / "out"), kind="tfrecords") as partial:
+        with open(os.path.join(partial, "train-00000-of-00001.tfrecord"), "w") as f:
+            f.write("x")
+    atomic.check_target(str(tmp_path / "out"), True, kind="tfrecords")
+    with pytest.raises(atomic.OutputError, match="not an earlier 'index' output"):
+        atomic.check_target(str(tmp_path / "out"), True, kind="index")
+
+
+@pytest.mark.parametrize("output, given, relation", [
+    ("data", "data", "is"), ("data", "data/images", "contains"), (".", "data", "contains"),
+    ("data/../data", "data/images/a.png", "contains")])
+def test_check_target_never_writes_over_an_input(tmp_path, output, given, relation):
+    (tmp_path / "data" / "images").mkdir(parents=True)
+    (tmp_path / "data" / "images" / "a.png").write_text("pixels")
+    output, given = str(tmp_path / output), str(tmp_path / given)
+    with pytest.raises(atomic.OutputError) as raised:
+        atomic.check_target(output, True, [given], kind="tfrecords")
+    assert str(raised.value) == f"{output}: the output {relation} the input {given}; not " \
+                                "writing there"
+    # An output inside an input folder is allowed (a new folder beside the images).
+    atomic.check_target(str(tmp_path / "data" / "tfrecords"), False, [str(tmp_path / "data")])
+
+
+def test_sha256_file(tmp_path):
+    (tmp_path / "f").write_bytes(b"abc")
+    # FIPS 180-2's example digest of "abc".
+    assert atomic.sha256_file(str(tmp_path / "f")) == (
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import REPO
-from tfrecords_builder import parser, synthetic
+from tfrecords_builder import atomic, parser, synthetic
 from tfrecords_builder.naming import MARKET_FOLDERS
 from tfrecords_builder.records import DatasetError
 
@@ -78,7 +78,8 @@ def test_layout_and_counts_follow_the_arguments(dataset):
     assert len(set(everything)) == pids * cams * k  # each (pid, cam, index) exactly once
     assert {c for _, c, _ in everything} == set(range(1, cams + 1))  # 1-based cameras
     assert {i for _, _, i in everything} == set(range(k))
-    assert sorted(os.listdir(root)) == sorted([*MARKET_FOLDERS.values(), synthetic.PARAMS_FILE])
+    assert sorted(os.listdir(root)) == sorted([*MARKET_FOLDERS.values(), synthetic.PARAMS_FILE,
+                                               atomic.MARKER])
     with open(os.path.join(root, synthetic.PARAMS_FILE)) as f:
         params = json.load(f)
     assert {key: params[key] for key in ARGS} == ARGS
@@ -231,7 +232,7 @@ def test_existing_output_is_refused_unless_overwrite(tmp_path):
     root = str(tmp_path / "data")
     synthetic.generate(root, seed=1, **SMALL)
     before = file_bytes(root)
-    with pytest.raises(DatasetError, match=re.escape(root)):
+    with pytest.raises(atomic.OutputError, match=re.escape(root)):
         synthetic.generate(root, seed=2, **SMALL)
     assert file_bytes(root) == before
     synthetic.generate(root, seed=2, overwrite=True, **SMALL)
@@ -243,7 +244,7 @@ def test_existing_output_is_refused_unless_overwrite(tmp_path):
 def test_overwrite_never_deletes_a_folder_that_is_not_synthetic(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    with pytest.raises(DatasetError, match="not a synthetic dataset"):
+    with pytest.raises(atomic.OutputError, match="is not an earlier 'synthetic' output"):
         synthetic.generate(str(tmp_path / "mine"), overwrite=True, **SMALL)
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 

@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import REPO, image_bytes, write_images
-from tfrecords_builder import features, verify, writer
+from tfrecords_builder import atomic, features, verify, writer
 from tfrecords_builder.manifest import read_manifest
 from tfrecords_builder.records import DatasetError, ParsedDataset, Record
 
@@ -136,7 +136,7 @@ def test_refuses_to_overwrite_unless_asked(tmp_path):
     split = make_split(tmp_path / "src", SPEC)
     out = str(tmp_path / "out")
     writer.build(split, out, progress=False)
-    with pytest.raises(DatasetError, match="already exists.*--overwrite"):
+    with pytest.raises(atomic.OutputError, match="already exists.*--overwrite"):
         writer.build(split, out, progress=False)
     (tmp_path / "out" / "stale.txt").write_text("old")
     writer.build(split, out, overwrite=True, progress=False)

@@ -10,7 +10,7 @@ import sys
 import pytest
 import scipy.io
 
-from tests.conftest import REPO, write_images
+from tests.conftest import REPO
 from tfrecords_builder import features, verify
 
 NOISE = ("absl::InitializeLog", "cudart_stub", "cuInit", "cpu_feature_guard", "oneDNN")
@@ -94,54 +94,3 @@ def test_inspect_passes_then_catches_corruption(cuhk03_out, tmp_path):
     bad = run("tools.inspect_tfrecords", str(copy))
     assert bad.returncode == 1
     assert "query-00000-of-00001.tfrecord: sha256" in bad.stderr
-
-
-def test_missing_image_without_allow_missing_is_one_line(shared, tmp_path):
-    result = run("tools.build_tfrecords", "--dataset=cuhk03",
-                 f"--data_dir={shared / 'data/cuhk03'}", f"--output_dir={tmp_path / 'o'}")
-    assert result.returncode == 1
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    # Pair 2 is absent from ../shared; the first listed entry of it is 2_001_1_01.png.
-    assert lines[0] == (f"error: {shared / 'data/cuhk03/images_labeled/2_001_1_01.png'}: missing "
-                        "image listed in cuhk03_new_protocol_config_labeled.mat (pass "
-                        "--allow_missing to skip absent images; the manifest then lists them)")
-    assert not (tmp_path / "o").exists()
-
-
-@pytest.mark.parametrize("setup, message", [
-    ("nothing", "missing (looked in"),
-    ("bad_name", "file name does not parse"),
-    ("bad_image", "image does not decode"),
-    ("empty_query", "empty split 'query'"),
-])
-def test_bad_input_gets_one_line_naming_the_file(tmp_path, setup, message):
-    root = tmp_path / "Market-1501-v15.09.15"
-    names = {"train": "bounding_box_train/0002_c1s1_000451_03.jpg",
-             "query": "query/0003_c1s1_000551_00.jpg",
-             "gallery": "bounding_box_test/0003_c2s1_000601_01.jpg"}
-    if setup != "nothing":
-        write_images(root, [n for s, n in names.items() if not (setup == "empty_query" and s == "query")])
-        if setup == "empty_query":
-            (root / "query").mkdir()
-    culprit = {"nothing": tmp_path / "bounding_box_train", "bad_name": root / "query/03_c1.jpg",
-               "bad_image": root / names["gallery"], "empty_query": root}[setup]
-    if setup == "bad_name":
-        write_images(root, ["query/03_c1.jpg"])
-    if setup == "bad_image":
-        culprit.write_bytes(b"\x89PNG\r\n\x1a\nbroken")
-    result = run("tools.build_tfrecords", "--dataset=market1501", f"--data_dir={tmp_path}",
-                 f"--output_dir={tmp_path / 'out'}")
-    assert result.returncode == 1
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith(f"error: {culprit}") and message in lines[0], lines[0]
-    assert not (tmp_path / "out").exists()
-
-
-def test_protocol_flag_for_another_dataset_is_refused(tmp_path):
-    result = run("tools.build_tfrecords", "--dataset=market1501", f"--data_dir={tmp_path}",
-                 f"--output_dir={tmp_path / 'out'}", "--combine_trainval")
-    assert result.returncode == 1
-    assert result.stderr.strip().splitlines() == [
-        "error: --combine_trainval does not apply to --dataset=market1501"]

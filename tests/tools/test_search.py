@@ -87,11 +87,24 @@ def test_search_prints_json_without_output(features_file, tmp_path, capsys):
     assert document["results"][0]["path"] == "" and document["results"][0]["pid"] == -1
 
 
-def test_error_line_from_the_command(tmp_path):
-    result = run("tools.search", f"--index={tmp_path / 'none'}", f"--queries={tmp_path / 'q.npy'}")
-    assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1] == \
-        f"error: {tmp_path / 'none'}: no such index folder"
+def test_fewer_than_k_hits_are_counted_and_said(features_file, tmp_path, capsys):
+    # 32 lists of ~12 items, one probed: no query can get 40 hits.
+    build_index(features_file, str(tmp_path / "ix"), "ivf", {"nlist": 32}, None, 1000, 100, False,
+                False)
+    for nprobe, output in ((1, None), (1, tmp_path / "hits.json"), (32, tmp_path / "all.json")):
+        assert run_reporting(lambda: search_index(str(tmp_path / "ix"), features_file, 40, 8,
+                                                  {"nprobe": nprobe}, output and str(output),
+                                                  False)) == 0
+        captured = capsys.readouterr()
+        document = json.loads(output.read_text() if output else captured.out)
+        found = [len(r["hits"]) for r in document["results"]]
+        assert [r["found"] for r in document["results"]] == found
+        short = sum(n < 40 for n in found)
+        assert document["short_queries"] == short == (6 if nprobe == 1 else 0)
+        warning = (f"warning: 6 of 6 queries have fewer than 40 hits (the ivf index found fewer; "
+                   "raise nprobe / ef_search with --params)")
+        said = captured.err if output is None else captured.out
+        assert (warning in said) == bool(short)
 
 
 def error_line(body, capsys) -> str:
@@ -111,7 +124,7 @@ def test_error_lines(features_file, tmp_path, capsys):
     assert not os.path.exists(tmp_path / "other")
     assert error_line(lambda: build_index(features_file, index, "exact", {}, None, 1000, 100,
                                           False, False), capsys) == \
-        f"error: {index}: already exists; pass overwrite to replace it"
+        f"error: {index}: output already exists (pass --overwrite to replace it)"
     np.save(tmp_path / "q16.npy", np.ones((2, 16), np.float32))
     assert error_line(lambda: search_index(index, str(tmp_path / "q16.npy"), 5, 8, {}, None,
                                            False), capsys) == \
@@ -131,5 +144,5 @@ def test_failed_build_leaves_no_folder(tmp_path, capsys):
                                      "gallery": split(g, g_pids, "gallery")})
     assert error_line(lambda: build_index(str(tmp_path / "bad.npz"), str(tmp_path / "ix"), "ivf",
                                           {"nlist": 4}, None, 100, 64, False, False), capsys) == \
-        "error: gallery embeddings row 150 is not finite (NaN/inf)"
+        f"error: {tmp_path / 'bad.npz'}: gallery embeddings row 150 is not finite (NaN/inf)"
     assert sorted(os.listdir(tmp_path)) == ["bad.npz"]

@@ -31,6 +31,7 @@ FILE_VERSION = 1
 SPLITS = ("query", "gallery")  # the splits an evaluation compares, in that order
 FIELDS = ("global_", "local", "pids", "camids", "paths", "tracklets", "frames")
 _METADATA = "metadata"
+_ZIP_MAGIC = b"PK\x03\x04"  # an .npz is a zip archive
 
 
 class FeaturesFileError(ValueError):
@@ -105,6 +106,11 @@ def _open(path: str) -> Iterator[tuple[Any, dict[str, Any]]]:
     """
     if not os.path.isfile(path):
         raise FeaturesFileError(f"{path}: no such features file")
+    with open(path, "rb") as f:
+        head = f.read(len(_ZIP_MAGIC))
+    if head != _ZIP_MAGIC:  # else NumPy would talk of pickles about any garbage
+        raise FeaturesFileError(f"{path}: not a features file "
+                                f"({'empty' if not head else 'not an .npz archive'})")
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile) as e:

@@ -13,7 +13,11 @@ Signatures (a client sends raw images; resizing is the evaluation input's, see
   embed_local:     images tf.string [N] -> embeddings [N, D], local float32 [N, h, c]
                    (stripe features for global + local matching)
 Bytes that are not an image fail the call with InvalidArgument from the decoder; an empty
-batch returns [0, D].
+batch returns [0, D]. An image whose header declares more than `max_pixels` (height x width,
+default MAX_PIXELS = 4096 x 4096, recorded in the model card) fails its call with InvalidArgument
+before it is decoded, so one huge (or decompression-bomb) image cannot take the server's memory;
+the server keeps serving. An animated GIF is decoded whole (TensorFlow has no first-frame
+decoder): the cap bounds each frame, not their number.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from tfrecords_builder import atomic
 
 SIGNATURES = ("serving_default", "embed_pixels", "embed_local")
 IMAGES_INPUT = "images"
+MAX_PIXELS = 4096 * 4096  # the default cap on a served image's decoded size
 PIXELS_INPUT = "pixels"
 WARMUP_FILE = "tf_serving_warmup_requests"
 MODEL_CARD = "model_card.json"
@@ -39,12 +44,52 @@ class ExportError(ValueError):
     """An export that cannot be written as asked (existing version, bad name)."""
 
 
+def _unsigned(data: tf.Tensor, start: int, length: int, little_endian: bool) -> tf.Tensor:
+    """The unsigned integer (int64 scalar) in bytes [start, start + length) of a tf.string."""
+    raw = tf.cast(tf.io.decode_raw(tf.strings.substr(data, start, length), tf.uint8), tf.int64)
+    shifts = 8 * tf.range(length, dtype=tf.int64)
+    if not little_endian:
+        shifts = tf.reverse(shifts, [0])
+    return tf.reduce_sum(tf.bitwise.left_shift(raw, shifts))
+
+
+def header_size(data: tf.Tensor) -> tf.Tensor:
+    """(height, width) int64 [2] read from an encoded image's header, without decoding it.
+
+    JPEG: its SOF marker; PNG: IHDR; GIF: the logical screen; BMP: the info header (a top-down
+    BMP stores a negative height). Data too short or of another format gives [0, 0] (the
+    decoder then rejects it).
+    """
+    def jpeg():
+        return tf.cast(tf.image.extract_jpeg_shape(data)[:2], tf.int64)
+
+    def png():
+        return tf.stack([_unsigned(data, 20, 4, False), _unsigned(data, 16, 4, False)])
+
+    def gif():
+        return tf.stack([_unsigned(data, 8, 2, True), _unsigned(data, 6, 2, True)])
+
+    def bmp():
+        height = _unsigned(data, 22, 4, True)
+        return tf.stack([tf.where(height >= 2**31, 2**32 - height, height),
+                         _unsigned(data, 18, 4, True)])
+
+    def starts_with(magic: bytes) -> tf.Tensor:
+        return tf.logical_and(tf.strings.length(data) >= 26,
+                              tf.equal(tf.strings.substr(data, 0, len(magic)), magic))
+
+    return tf.case([(starts_with(b"\xff\xd8\xff"), jpeg), (starts_with(b"\x89PNG\r\n\x1a\n"), png),
+                    (starts_with(b"GIF8"), gif), (starts_with(b"BM"), bmp)],
+                   default=lambda: tf.zeros([2], tf.int64), exclusive=True)
+
+
 class EmbeddingModule(tf.Module):
     """The model's inference path with its preprocessing, as `tf.function`s with fixed inputs."""
 
-    def __init__(self, model: AlignedReID):
+    def __init__(self, model: AlignedReID, max_pixels: int = MAX_PIXELS):
         super().__init__(name="reid_embedding")
         self.model = model
+        self.max_pixels = max_pixels
         self.height, self.width = model.image_shape[:2]
         probe = self._run(tf.zeros((1, self.height, self.width, 3), tf.uint8))
         self.empty_shapes = {name: [0, *value.shape[1:]] for name, value in probe.items()}
@@ -65,10 +110,19 @@ class EmbeddingModule(tf.Module):
                        lambda: {name: tf.zeros(shape, tf.float32)
                                 for name, shape in self.empty_shapes.items()})
 
+    def _decode_one(self, encoded: tf.Tensor) -> tf.Tensor:
+        """[height, width, 3] uint8 of one encoded image, refused unless within `max_pixels`."""
+        size = header_size(encoded)
+        check = tf.debugging.assert_less_equal(
+            size[0] * size[1], tf.constant(self.max_pixels, tf.int64),
+            message=f"image larger than the served maximum of {self.max_pixels} pixels")
+        with tf.control_dependencies([check]):  # decode only after the check passed
+            return augment.decode_and_resize(tf.identity(encoded), self.height, self.width,
+                                             tf.uint8)
+
     def _decode(self, images: tf.Tensor) -> tf.Tensor:
-        return tf.map_fn(lambda e: augment.decode_and_resize(e, self.height, self.width, tf.uint8),
-                         images, fn_output_signature=tf.TensorSpec(
-                             [self.height, self.width, 3], tf.uint8))
+        return tf.map_fn(self._decode_one, images, fn_output_signature=tf.TensorSpec(
+            [self.height, self.width, 3], tf.uint8))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=IMAGES_INPUT)])
     def serve_images(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -123,7 +177,8 @@ def write_warmup(path: str, images: Sequence[bytes], model_name: str) -> None:
 
 
 def export(model: AlignedReID, export_dir: str, model_name: str, version: int | None = None,
-           warmup_images: Sequence[bytes] = (), model_card: dict[str, Any] | None = None) -> str:
+           warmup_images: Sequence[bytes] = (), model_card: dict[str, Any] | None = None,
+           max_pixels: int = MAX_PIXELS) -> str:
     """Writes EXPORT_DIR/model_name/version atomically and returns its path.
 
     Args:
@@ -133,6 +188,8 @@ def export(model: AlignedReID, export_dir: str, model_name: str, version: int | 
       version: the version number; None = next free.
       warmup_images: encoded images for the warm-up requests (none: no warm-up file).
       model_card: extra facts for model_card.json (training data, metrics, ...).
+      max_pixels: the largest image (height x width, from its header) the signatures taking
+        encoded images accept.
 
     Raises:
       ExportError: the version exists, or the name is not a plain folder name.
@@ -148,7 +205,7 @@ def export(model: AlignedReID, export_dir: str, model_name: str, version: int | 
     # never replaced (a server may be serving it).
     hidden = os.path.join(model_dir, f".{version}.partial-{os.getpid()}")
     with atomic.folder(final, replace=False, temporary=hidden) as partial:
-        module = EmbeddingModule(model)
+        module = EmbeddingModule(model, max_pixels)
         tf.saved_model.save(module, partial, signatures=module.signatures())
         extra = os.path.join(partial, "assets.extra")
         os.makedirs(extra)
@@ -156,7 +213,8 @@ def export(model: AlignedReID, export_dir: str, model_name: str, version: int | 
             write_warmup(os.path.join(extra, WARMUP_FILE), warmup_images, model_name)
         card = {"model_name": model_name, "version": version,
                 "input": {"height": module.height, "width": module.width, "channels": 3,
-                          "formats": "JPEG, PNG, BMP, GIF (first frame)"},
+                          "formats": "JPEG, PNG, BMP, GIF (first frame)",
+                          "max_pixels": max_pixels},
                 "embedding_dim": int(module.serve_images.get_concrete_function()
                                      .structured_outputs["embeddings"].shape[-1]),
                 "backbone": model.backbone_name, "signatures": list(SIGNATURES),

@@ -7,11 +7,12 @@
   index.faiss    the faiss index (PCA pre-transform included when there is one)
   metadata.npz   paths [N] str, pids [N] int64, camids [N] int64 (loads without pickle)
   index.json     {"format_version", "kind", "dim", "metric": "euclidean", "params",
-                  "pca_dim", "count", "faiss_version"}
+                  "pca_dim", "count", "faiss_version", "sha256": {file: hex digest}}
 
-The folder is written under a temporary name beside it and renamed into place
-(`tfrecords_builder.atomic.folder`), so a failed build or save leaves nothing behind, and an
-existing folder is only replaced when asked.
+`load` checks both files against their sha256 first: a flipped byte in index.faiss would
+otherwise change results without an error. The folder is written under a temporary name beside
+it and renamed into place (`tfrecords_builder.atomic.folder`), so a failed build or save leaves
+nothing behind, and an existing folder is only replaced when asked, and only if it is an index.
 
 Distances are sqrt of faiss's squared L2. With `pca_dim` they are measured in the reduced space;
 with "ivfpq" they come from the compressed codes, so both only approximate the true distance.
@@ -23,7 +24,7 @@ import contextlib
 import dataclasses
 import json
 import os
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import faiss
 import numpy as np
@@ -33,9 +34,11 @@ from tf_reid.index.kinds import (KINDS, SEARCH_PARAMS, IndexInputError, apply_se
                                  resolve_params)
 from tfrecords_builder import atomic
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: index.json holds the sha256 of the other two files
 METRIC = "euclidean"
 INDEX_FILE, METADATA_FILE, INFO_FILE = "index.faiss", "metadata.npz", "index.json"
+CHECKED_FILES = (INDEX_FILE, METADATA_FILE)
+KIND = "index"  # the folder's marker (`atomic.check_target`)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -110,11 +113,11 @@ def _check_embeddings(x: np.ndarray, what: str, dim: int | None = None) -> np.nd
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def _check_finite(chunk: np.ndarray, rows: np.ndarray | range) -> None:
-    """Raises for the first row of `chunk` (gallery row numbers `rows`) holding NaN or inf."""
+def _check_finite(chunk: np.ndarray, rows: np.ndarray | range, what: str = "gallery") -> None:
+    """Raises for the first row of `chunk` (row numbers `rows` of `what`) holding NaN or inf."""
     bad = ~np.isfinite(chunk).all(axis=1)
     if bad.any():
-        raise IndexInputError(f"gallery embeddings row {rows[int(np.argmax(bad))]} is not "
+        raise IndexInputError(f"{what} embeddings row {rows[int(np.argmax(bad))]} is not "
                               f"finite (NaN/inf)")
 
 
@@ -197,12 +200,14 @@ def search(index: GalleryIndex, queries: np.ndarray, k: int, batch: int = 1024,
       approximate index found fewer than k items).
 
     Raises:
-      IndexInputError: wrong dimension, k out of range, unknown parameter.
+      IndexInputError: wrong dimension, a query that is not finite, k out of range, unknown
+        parameter.
 
     The query-time parameters are set on the shared faiss index for the call, so concurrent
     searches of one index must use the same ones.
     """
     queries = _check_embeddings(queries, "queries", index.dim)
+    _check_finite(queries, range(len(queries)), "query")  # faiss returns no hits for them
     if not 1 <= k <= len(index):
         raise IndexInputError(f"k={k} must be in 1..{len(index)} (the items in the index)")
     overrides = search_params or {}
@@ -267,16 +272,17 @@ def hits(index: GalleryIndex, indices: np.ndarray) -> Hits:
 
 
 @contextlib.contextmanager
-def atomic_folder(folder: str, overwrite: bool = False) -> Iterator[str]:
-    """`atomic.folder(folder)`, refusing an existing `folder` unless `overwrite`.
+def atomic_folder(folder: str, overwrite: bool = False,
+                  inputs: Sequence[str] = ()) -> Iterator[str]:
+    """`atomic.folder(folder)` of an index, checked before the block runs.
 
     Raises:
-      IndexInputError: `folder` exists and not `overwrite` (checked before the block runs).
+      atomic.OutputError: `folder` exists and either not `overwrite` or not an earlier index
+        folder, or it is or holds one of `inputs`.
     """
     folder = os.path.normpath(folder)
-    if os.path.lexists(folder) and not overwrite:
-        raise IndexInputError(f"{folder}: already exists; pass overwrite to replace it")
-    with atomic.folder(folder) as partial:
+    atomic.check_target(folder, overwrite, inputs, KIND)
+    with atomic.folder(folder, kind=KIND) as partial:
         yield partial
 
 
@@ -287,8 +293,11 @@ def write_files(index: GalleryIndex, folder: str) -> None:
     with open(os.path.join(folder, METADATA_FILE), "wb") as f:
         np.savez(f, paths=m.paths.astype(str), pids=m.pids.astype(np.int64),
                  camids=m.camids.astype(np.int64))
+    info = index.info()
+    info["sha256"] = {name: atomic.sha256_file(os.path.join(folder, name))
+                      for name in CHECKED_FILES}
     with open(os.path.join(folder, INFO_FILE), "w") as f:
-        json.dump(index.info(), f, indent=2, sort_keys=True)
+        json.dump(info, f, indent=2, sort_keys=True)
         f.write("\n")
 
 
@@ -298,24 +307,44 @@ def save(index: GalleryIndex, folder: str, overwrite: bool = False) -> None:
         write_files(index, partial)
 
 
+def _read_info(path: str) -> dict[str, Any]:
+    """index.json, checked for this format version."""
+    try:
+        with open(path) as f:
+            info = json.load(f)
+    except ValueError as e:
+        raise IndexInputError(f"{path}: not JSON ({e})") from None
+    if not isinstance(info, dict) or info.get("format_version") != FORMAT_VERSION or \
+            info.get("kind") not in KINDS or not isinstance(info.get("sha256"), dict):
+        version = info.get("format_version") if isinstance(info, dict) else None
+        raise IndexInputError(f"{path}: not an index of format_version {FORMAT_VERSION} "
+                              f"(found {version}; rebuild it with tools.build_index)")
+    return info
+
+
 def load(folder: str) -> GalleryIndex:
     """An index as `save` wrote it.
 
     Raises:
-      IndexInputError: a file is missing, or the files disagree.
+      IndexInputError: a file is missing, damaged (its sha256 differs from index.json's), or
+        the files disagree.
     """
     paths = {name: os.path.join(folder, name) for name in (INDEX_FILE, METADATA_FILE, INFO_FILE)}
     missing = [p for p in paths.values() if not os.path.isfile(p)]
     if missing:
         raise IndexInputError(f"{folder}: not an index folder (missing {missing[0]})")
-    with open(paths[INFO_FILE]) as f:
-        info = json.load(f)
-    if info.get("format_version") != FORMAT_VERSION or info.get("kind") not in KINDS:
-        raise IndexInputError(f"{paths[INFO_FILE]}: unsupported format_version "
-                              f"{info.get('format_version')} or kind {info.get('kind')!r}")
-    with np.load(paths[METADATA_FILE], allow_pickle=False) as data:
-        metadata = Metadata(data["paths"], data["pids"], data["camids"])
-    index = faiss.read_index(paths[INDEX_FILE])
+    info = _read_info(paths[INFO_FILE])
+    for name in CHECKED_FILES:
+        if atomic.sha256_file(paths[name]) != info["sha256"].get(name):
+            raise IndexInputError(f"{paths[name]}: sha256 differs from {INFO_FILE}'s (the file "
+                                  "is damaged or was changed; rebuild the index)")
+    try:
+        with np.load(paths[METADATA_FILE], allow_pickle=False) as data:
+            metadata = Metadata(data["paths"], data["pids"], data["camids"])
+        index = faiss.read_index(paths[INDEX_FILE])
+    except (OSError, ValueError, KeyError, RuntimeError) as e:  # faiss raises RuntimeError
+        raise IndexInputError(f"{folder}: cannot read the index ({str(e).splitlines()[0]})") \
+            from None
     if not index.ntotal == info["count"] == len(metadata) or index.d != info["dim"]:
         raise IndexInputError(f"{folder}: index.json says {info['count']} items of dim "
                               f"{info['dim']}, the files hold {index.ntotal} of dim {index.d} "

@@ -27,7 +27,8 @@ def read_embeddings(path: str, split: str) -> tuple[np.ndarray, Metadata]:
       split: "query" or "gallery" (ignored for .npy).
 
     Raises:
-      IndexInputError: no such file, not a features file, no such split, wrong shape.
+      IndexInputError: no such file, not a features file, no such split, wrong shape, a row
+        that is not finite.
     """
     if not os.path.isfile(path):
         raise IndexInputError(f"{path}: no such file")
@@ -48,6 +49,10 @@ def read_embeddings(path: str, split: str) -> tuple[np.ndarray, Metadata]:
     if embeddings.ndim != 2 or 0 in embeddings.shape:
         raise IndexInputError(f"{path}: embeddings must be a non-empty [N, D] array, got shape "
                               f"{embeddings.shape}")
+    finite = np.isfinite(embeddings).all(axis=1)
+    if not finite.all():
+        raise IndexInputError(f"{path}: {split} embeddings row {int(np.argmin(finite))} is not "
+                              "finite (NaN/inf)")
     if metadata is None:
         metadata = Metadata.unknown(len(embeddings))
     return l2_normalize(np.asarray(embeddings, dtype=np.float32)), metadata

@@ -15,9 +15,10 @@ resuming from it continues exactly where the run stopped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import keras
 import tensorflow as tf
@@ -38,12 +39,35 @@ class WorkdirError(ValueError):
     """A workdir that cannot be used as asked (not empty without resume, nothing to load)."""
 
 
+# What a run writes into its workdir; before its first checkpoint, they are a start's leftovers.
+RUN_FILES = (FLAGS_FILE, MODEL_FILE, METRICS_FILE, CHECKPOINTS, BEST, LOGS)
+
+
+def has_checkpoint(workdir: str) -> bool:
+    return tf.train.latest_checkpoint(os.path.join(workdir, CHECKPOINTS)) is not None
+
+
+def failed_start(workdir: str) -> bool:
+    """Whether `workdir` holds only what a run writes before its first checkpoint (its flags,
+    model config, logs, their temporaries): a start that failed or was killed, nothing to
+    resume."""
+    entries = os.listdir(workdir) if os.path.isdir(workdir) else []
+    own = all(name.split(atomic.PARTIAL)[0] in RUN_FILES for name in entries)
+    return bool(entries) and own and not has_checkpoint(workdir)
+
+
 def prepare(workdir: str, resume: bool) -> bool:
     """Creates `workdir` or checks it may be reused; returns whether a run is being resumed.
 
+    The leftovers of a failed start (`failed_start`) are cleared: a re-run, with or without
+    --resume, starts afresh instead of being refused.
+
     Raises:
-      WorkdirError: `workdir` holds files and `resume` is False.
+      WorkdirError: `workdir` holds other files and `resume` is False.
     """
+    if failed_start(workdir):
+        for name in os.listdir(workdir):
+            atomic.remove(os.path.join(workdir, name))
     if os.path.isdir(workdir) and os.listdir(workdir):
         if not resume:
             raise WorkdirError(f"{workdir}: not empty; pass --resume to continue the run in it, "
@@ -51,6 +75,33 @@ def prepare(workdir: str, resume: bool) -> bool:
         return True
     os.makedirs(workdir, exist_ok=True)
     return False
+
+
+@contextlib.contextmanager
+def undone_on_failed_start(workdir: str) -> Iterator[None]:
+    """Leaves `workdir` as the block found it when the block fails before a new checkpoint.
+
+    A run that cannot start (bad data, a bad weights file, interrupted in its first epoch)
+    would otherwise leave flags.txt and logs behind, and the corrected re-run be refused as
+    "not empty". Entries the block added are deleted, flags.txt is put back, and a workdir the
+    block created is removed; a failure after a new checkpoint keeps everything for --resume.
+    """
+    existed = os.path.isdir(workdir)
+    before = set(os.listdir(workdir)) if existed else set()
+    flags_path = os.path.join(workdir, FLAGS_FILE)
+    flags_text = open(flags_path).read() if os.path.isfile(flags_path) else None
+    checkpoint = tf.train.latest_checkpoint(os.path.join(workdir, CHECKPOINTS))
+    try:
+        yield
+    except BaseException:
+        if tf.train.latest_checkpoint(os.path.join(workdir, CHECKPOINTS)) == checkpoint:
+            for name in set(os.listdir(workdir) if os.path.isdir(workdir) else ()) - before:
+                atomic.remove(os.path.join(workdir, name))
+            if flags_text is not None:
+                write_text_atomic(flags_path, flags_text)
+            if not existed and os.path.isdir(workdir) and not os.listdir(workdir):
+                os.rmdir(workdir)
+        raise
 
 
 def write_text_atomic(path: str, text: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import subprocess
 import sys
@@ -9,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 from tests.tf_reid.export.conftest import SHAPE, encoded
 from tf_reid.data import augment
@@ -66,6 +69,32 @@ def test_empty_batch_and_bad_bytes(exported):
     assert empty.shape == (0, model(np.zeros((1, *SHAPE), np.uint8))["global"].shape[-1])
     with pytest.raises(tf.errors.InvalidArgumentError, match="Unknown image file format"):
         loaded.signatures["serving_default"](images=tf.constant([encoded(8), b"not an image"]))
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "BMP"])
+def test_header_size_is_the_decoded_size(fmt):
+    for height, width in ((7, 5), (300, 1000), (64, 32)):
+        data = encoded(0, height, width, fmt)
+        assert saved_model.header_size(tf.constant(data)).numpy().tolist() == [height, width]
+        decoded = tf.io.decode_image(data, expand_animations=False)
+        assert decoded.shape[:2] == (height, width)  # the decoder agrees
+    assert saved_model.header_size(tf.constant(b"not an image, long enough")).numpy().tolist() \
+        == [0, 0]
+
+
+def test_an_image_above_the_cap_fails_its_request_before_decoding(exported):
+    _, path, loaded = exported
+    # 20000 x 20000 grey PNG: 0.4 MB encoded, 400 MB decoded; refused from its header.
+    bomb = io.BytesIO()
+    Image.new("L", (20000, 20000)).save(bomb, "PNG")
+    with pytest.raises(tf.errors.InvalidArgumentError, match="larger than the served maximum of "
+                       f"{saved_model.MAX_PIXELS} pixels"):
+        loaded.signatures["serving_default"](images=tf.constant([encoded(8), bomb.getvalue()]))
+    # The model goes on serving; the cap is in the model card.
+    assert loaded.signatures["serving_default"](
+        images=tf.constant([encoded(8)]))["embeddings"].shape[0] == 1
+    card = json.load(open(os.path.join(path, "assets.extra", "model_card.json")))
+    assert card["input"]["max_pixels"] == saved_model.MAX_PIXELS == 4096 * 4096
 
 
 def test_saved_model_cli_lists_the_signatures(exported):

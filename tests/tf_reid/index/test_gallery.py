@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -11,6 +12,7 @@ import pytest
 from tests.tf_reid.index.data import brute_force, identities, random_unit, unit
 from tf_reid.index import exact, gallery
 from tf_reid.index.kinds import KINDS, IndexInputError
+from tfrecords_builder import atomic
 
 # Parameters generous enough for near-exact search of a 2,000-item gallery.
 GENEROUS = {"exact": {}, "exact_bf16": {}, "hnsw": {"m": 16, "ef_construction": 40, "ef_search": 100},
@@ -122,7 +124,10 @@ def test_save_load_round_trip(people, tmp_path, kind):
         np.testing.assert_array_equal(getattr(loaded.metadata, field),
                                       getattr(index.metadata, field))
     info = json.loads((tmp_path / "index" / "index.json").read_text())
-    assert info == {**index.info(), "params": loaded.params}
+    # index.json holds the checksums `load` verifies.
+    digests = {name: hashlib.sha256((tmp_path / "index" / name).read_bytes()).hexdigest()
+               for name in ("index.faiss", "metadata.npz")}
+    assert info == {**index.info(), "params": loaded.params, "sha256": digests}
     assert (info["kind"], info["dim"], info["metric"], info["count"]) == (kind, 64, "euclidean",
                                                                          2000)
     assert sorted(os.listdir(tmp_path)) == ["index"]
@@ -153,7 +158,7 @@ def test_refuses_to_overwrite_unless_asked(tmp_path):
     first = gallery.build(random_unit(20, 8, seed=0), progress=False)
     second = gallery.build(random_unit(30, 8, seed=1), progress=False)
     gallery.save(first, str(tmp_path / "index"))
-    with pytest.raises(IndexInputError, match="already exists"):
+    with pytest.raises(atomic.OutputError, match="already exists"):
         gallery.save(second, str(tmp_path / "index"))
     assert len(gallery.load(str(tmp_path / "index"))) == 20
     gallery.save(second, str(tmp_path / "index"), overwrite=True)
