@@ -216,12 +216,14 @@ def evaluate(workdir: str, which: str, data_dir: str) -> dict[str, Any]:
     model = workdir_lib.load_student(workdir, which)
     model_fn = extract.keras_model_fn(model)
     start = time.perf_counter()
+    # A baseline has no local branch, so no global + local rows.
     query, gallery = (extract.extract_split(model_fn, data_dir, split, FLAGS.height, FLAGS.width,
                                             FLAGS.eval_batch_size, flip=FLAGS.eval_flip,
-                                            with_local=True, progress=FLAGS.progress)
+                                            with_local=model.local_branch,
+                                            progress=FLAGS.progress)
                       for split in ("query", "gallery"))
     metrics = report.evaluate_features(
-        query, gallery, local=True, rerank=True,
+        query, gallery, local=model.local_branch, rerank=True,
         single_gallery_shot=protocols.single_gallery_shot(read_manifest(data_dir)))
     result = {"key": key, "metrics": metrics, "seconds": time.perf_counter() - start}
     workdir_lib.write_json(path, result)
@@ -263,7 +265,7 @@ def table(results: list[dict[str, Any]]) -> list[str]:
         t = r["train"]
         left = (f"{r['variant']:9} {r['seed']:4d} {t['epochs']:6d} {t['images']:8,d} "
                 f"{t['seconds']:8.0f} {t['images_per_second']:6.1f}")
-        for i, name in enumerate(distances):
+        for i, name in enumerate(d for d in distances if d in r["metrics"]):
             m = r["metrics"][name]
             lines.append((left if i == 0 else " " * len(left)) + f"  {name:20}"
                          + "".join(f" {100 * m[k]:6.1f}" for _, k in METRICS))
@@ -272,7 +274,7 @@ def table(results: list[dict[str, Any]]) -> list[str]:
         rows = [r for r in results if r["variant"] == variant]
         ips = np.array([r["train"]["images_per_second"] for r in rows])
         left = f"{variant:9} {'mean':>4} {'':6} {'':8} {'':8} {ips.mean():6.1f}"
-        for i, name in enumerate(distances):
+        for i, name in enumerate(d for d in distances if all(d in r["metrics"] for r in rows)):
             cells = []
             for _, k in METRICS:
                 values = 100 * np.array([r["metrics"][name][k] for r in rows])

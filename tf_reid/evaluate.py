@@ -73,6 +73,9 @@ def features_from_model(workdir: str) -> tuple[SplitFeatures, SplitFeatures, dic
     """Extracts query and gallery features with the workdir's student; returns also metadata
     (with the protocol's "single_gallery_shot" settings when the manifest calls for them)."""
     model = workdir_lib.load_student(workdir, FLAGS.which, FLAGS.student)
+    if FLAGS.local and not model.local_branch:
+        raise FlagError(f"--local: the model in {workdir} has no local branch (trained without "
+                        "the local TriHard, --local_triplet_weight=0)")
     height, width = model.image_shape[:2]
     data_dir = FLAGS.data_dir or workdir_lib.read_model_config(workdir).get("data_dir")
     if not data_dir:

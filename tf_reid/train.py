@@ -157,8 +157,10 @@ def range_errors(values: dict[str, object]) -> list[str]:
     return errors
 
 
-def batch_errors(values: dict[str, object], train_identities: int) -> list[str]:
-    """What makes the P x K batch impossible for the objective or the training split."""
+def batch_errors(values: dict[str, object], train_identities: int,
+                 replicas: int = 1) -> list[str]:
+    """What makes the P x K batch impossible for the objective or the training split (a step
+    takes P identities on each of `replicas`)."""
     errors = []
     triplet = values["global_triplet_weight"] or values["local_triplet_weight"]
     if triplet and values["num_instances"] < 2:
@@ -167,8 +169,10 @@ def batch_errors(values: dict[str, object], train_identities: int) -> list[str]:
     if triplet and values["num_identities"] < 2:
         errors.append(f"--num_identities={values['num_identities']}: the triplet losses need "
                       "P >= 2 (a negative per anchor)")
-    if values["num_identities"] > train_identities:
-        errors.append(f"--num_identities={values['num_identities']}: more than the "
+    if values["num_identities"] * replicas > train_identities:
+        per_step = (f" x {replicas} replicas = {values['num_identities'] * replicas} identities "
+                    "per step," if replicas > 1 else "")
+        errors.append(f"--num_identities={values['num_identities']}:{per_step} more than the "
                       f"{train_identities} training identities of --data_dir")
     return errors
 
@@ -265,12 +269,12 @@ def config_from_flags() -> loop.TrainConfig:
         log_every=FLAGS.log_every, progress=FLAGS.progress)
 
 
-def check_flags(values: dict[str, object]) -> None:
+def check_flags(values: dict[str, object], replicas: int = 1) -> None:
     """Every impossible or meaningless numeric setting, in one FlagError, before any work."""
     errors = range_errors(values)
     if not errors:
         manifest = read_manifest(FLAGS.data_dir)
-        errors = batch_errors(values, manifest["splits"]["train"]["identities"])
+        errors = batch_errors(values, manifest["splits"]["train"]["identities"], replicas)
     if errors:
         raise FlagError("; ".join(errors))
 
@@ -288,6 +292,8 @@ def run() -> list[str]:
     if FLAGS.resume:
         check_resume(FLAGS.workdir, values)
     strategy = strategies.STRATEGIES[FLAGS.strategy]()
+    if strategy.num_replicas_in_sync > 1:  # P identities on each replica
+        check_flags(own_flags(), strategy.num_replicas_in_sync)
     if strategies.is_chief(strategy):
         with workdir_lib.undone_on_failed_start(FLAGS.workdir):
             workdir_lib.prepare(FLAGS.workdir, FLAGS.resume)

@@ -110,6 +110,12 @@ def test_batches_the_objective_cannot_use_are_refused():
     assert len(k1) == 1 and k1[0].startswith("--num_instances=1: the triplet losses need K >= 2")
     assert len(p1) == 1 and p1[0].startswith("--num_identities=1: the triplet losses need P >= 2")
     assert big == ["--num_identities=13: more than the 12 training identities of --data_dir"]
+    # P is per replica: 4 x 3 replicas fill 12 identities, 4 x 4 do not.
+    four = {**triplet, "num_identities": 4, "num_instances": 4}
+    assert train_cli.batch_errors(four, 12, replicas=3) == []
+    assert train_cli.batch_errors(four, 12, replicas=4) == [
+        "--num_identities=4: x 4 replicas = 16 identities per step, more than the 12 training "
+        "identities of --data_dir"]
     # ID loss alone trains on K = 1.
     id_only = {"global_triplet_weight": 0.0, "local_triplet_weight": 0.0}
     assert train_cli.batch_errors({**id_only, "num_identities": 4, "num_instances": 1}, 12) == []
@@ -159,7 +165,7 @@ def test_the_library_refuses_to_start_over_checkpoints_without_resume(tmp_path):
 def test_killed_and_resumed_equals_uninterrupted(data_dir, tmp_path):
     """SIGKILL as soon as a checkpoint is recorded, resume, and compare every variable
     (weights, BatchNorm statistics, Adam moments and iterations) with a run never killed."""
-    extra = ["--epochs=4", "--eval_every=1", "--deterministic", "--students=2"]
+    extra = ["--epochs=3", "--eval_every=1", "--deterministic", "--students=2"]
     whole = train(data_dir, tmp_path / "whole", *extra)
     assert whole.returncode == 0, whole.stderr[-3000:]
 
@@ -174,12 +180,12 @@ def test_killed_and_resumed_equals_uninterrupted(data_dir, tmp_path):
     process.wait()
     assert first.exists()
     latest = tf.train.latest_checkpoint(str(killed / "checkpoints"))
-    assert latest and not latest.endswith("ckpt-4"), "killed before the end"
+    assert latest and not latest.endswith("ckpt-3"), "killed before the end"
 
     resumed = train(data_dir, killed, *extra, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    expected = variables(str(tmp_path / "whole" / "checkpoints" / "ckpt-4"))
-    got = variables(str(killed / "checkpoints" / "ckpt-4"))
+    expected = variables(str(tmp_path / "whole" / "checkpoints" / "ckpt-3"))
+    got = variables(str(killed / "checkpoints" / "ckpt-3"))
     assert sorted(got) == sorted(expected)
     assert any("optimizers" in name and "iteration" in name for name in got)
     for name, value in expected.items():

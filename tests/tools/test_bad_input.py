@@ -18,12 +18,16 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from tests.conftest import REPO, SHARED, write_images
-from tests.tf_reid.evaluation.conftest import make_tfrecords, make_workdir, tiny_model
+from tests.tf_reid.evaluation.conftest import (HEIGHT, WIDTH, make_tfrecords, make_workdir,
+                                               tiny_model)
 from tf_reid.evaluation import features_file
 from tf_reid.evaluation.features_file import SplitFeatures
 from tf_reid.index import gallery, inputs
+from tf_reid.models.aligned_reid import AlignedReID
+from tf_reid.training.workdir import checkpoint, save_model_config
 from tfrecords_builder.manifest import read_manifest
 
 # id: (module, args, text the error line contains). Paths are relative to the world's root
@@ -59,6 +63,9 @@ CASES = {
         "tools.convert_torch_weights", ["--input=w.weights.h5", "--output=w.weights.h5",
                                         "--overwrite"],
         "w.weights.h5: the output is the input"),
+    "weights_from_garbage": (
+        "tools.convert_torch_weights", ["--input=garbage.npz", "--output=new.weights.h5"],
+        "garbage.npz: not a legacy PyTorch state dict: invalid load key"),
     "search_results_over_the_queries": (
         "tools.search", ["--index=index", "--queries=feats/features.npz",
                          "--output=feats/features.npz"],
@@ -83,6 +90,10 @@ CASES = {
     "train_more_identities_than_data": (
         "tf_reid.train", ["--flagfile=smoke.flags", "--workdir=run", "--num_identities=3"],
         "--num_identities=3: more than the 2 training identities"),
+    "train_more_identities_than_replicas_can_share": (
+        "tf_reid.train", ["--flagfile=smoke.flags", "--workdir=run", "--strategy=mirrored",
+                          "--cpu_replicas=2"],
+        "--num_identities=2: x 2 replicas = 4 identities per step, more than the 2 training"),
     "train_zero_epochs": (
         "tf_reid.train", ["--flagfile=smoke.flags", "--workdir=run", "--epochs=0"],
         "--epochs=0: must be >= 1"),
@@ -98,6 +109,9 @@ CASES = {
     "embed_zero_batch": (
         "tools.embed", ["--saved_model=exports/reid/1", "--images=synthetic/query/*.png",
                         "--output=out.npz", "--batch_size=0"], "--batch_size=0"),
+    "evaluate_local_of_a_baseline": (
+        "tf_reid.evaluate", ["--workdir=baseline", "--local"],
+        "--local: the model in baseline has no local branch"),
     "evaluate_short_cmc": (
         "tf_reid.evaluate", ["--features=feats/features.npz", "--max_rank=5"], "--max_rank=5"),
     "visualize_zero_top_k": (
@@ -226,6 +240,12 @@ def build_world(root: str) -> None:
     data_dir = make_tfrecords(root)  # root/synthetic (images) and root/data (TFRecords)
     model = tiny_model(1)
     workdir = make_workdir(root, data_dir, model)
+    baseline = AlignedReID(num_classes=2, backbone="tiny", input_shape=(HEIGHT, WIDTH, 3),
+                           local_branch=False)
+    os.makedirs(os.path.join(root, "baseline"))
+    save_model_config(os.path.join(root, "baseline"), [baseline], data_dir=data_dir)
+    tf.train.CheckpointManager(checkpoint([baseline]), os.path.join(root, "baseline",
+                                                                    "checkpoints"), 1).save()
     saved_model.export(model, os.path.join(root, "exports"), "reid", None, [], {})
     model.save_weights(os.path.join(root, "w.weights.h5"))
     os.makedirs(os.path.join(root, "mine"))

@@ -25,11 +25,12 @@ ModelFn = Callable[[tf.Tensor], Mapping[str, Any]]
 
 def keras_model_fn(model: Callable[..., Mapping[str, tf.Tensor]]) -> ModelFn:
     """The compiled inference function of a Keras model: uint8 images [B, H, W, 3] ->
-    {"global": [B, D], "local": [B, h, c]}, BatchNorm in inference mode."""
+    {"global": [B, D], "local": [B, h, c] (a model with a local branch)}, BatchNorm in
+    inference mode."""
     @tf.function(reduce_retracing=True)
     def model_fn(images: tf.Tensor) -> dict[str, tf.Tensor]:
         out = model(images, training=False)
-        return {"global": out["global"], "local": out["local"]}
+        return {key: out[key] for key in ("global", "local") if key in out}
 
     return model_fn
 

@@ -11,7 +11,8 @@ Signatures (a client sends raw images; resizing is the evaluation input's, see
                    -> embeddings float32 [N, D], L2-normalised global features
   embed_pixels:    pixels uint8 [N, H, W, 3] (any H, W) -> embeddings [N, D]
   embed_local:     images tf.string [N] -> embeddings [N, D], local float32 [N, h, c]
-                   (stripe features for global + local matching)
+                   (stripe features for global + local matching; only for a model with a
+                   local branch, not a baseline)
 Bytes that are not an image fail the call with InvalidArgument from the decoder; an empty
 batch returns [0, D]. An image whose header declares more than `max_pixels` (height x width,
 default MAX_PIXELS = 4096 x 4096, recorded in the model card) fails its call with InvalidArgument
@@ -97,6 +98,8 @@ class EmbeddingModule(tf.Module):
     def _run(self, pixels: tf.Tensor) -> dict[str, tf.Tensor]:
         out = self.model(pixels, training=False)
         embeddings = tf.math.l2_normalize(tf.cast(out["global"], tf.float32), axis=-1)
+        if "local" not in out:
+            return {"embeddings": embeddings}
         return {"embeddings": embeddings, "local": tf.cast(out["local"], tf.float32)}
 
     def _outputs(self, pixels: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -139,8 +142,11 @@ class EmbeddingModule(tf.Module):
         return self._outputs(self._decode(images))
 
     def signatures(self) -> dict[str, Any]:
-        return {"serving_default": self.serve_images, "embed_pixels": self.embed_pixels,
-                "embed_local": self.embed_local}
+        signatures = {"serving_default": self.serve_images, "embed_pixels": self.embed_pixels,
+                      "embed_local": self.embed_local}
+        if not self.model.local_branch:
+            del signatures["embed_local"]
+        return signatures
 
 
 def next_version(model_dir: str) -> int:
@@ -164,12 +170,13 @@ def predict_request(images: Sequence[bytes], model_name: str,
     return request
 
 
-def write_warmup(path: str, images: Sequence[bytes], model_name: str) -> None:
+def write_warmup(path: str, images: Sequence[bytes], model_name: str,
+                 signatures: Sequence[str] = ("serving_default", "embed_local")) -> None:
     """TF Serving's warm-up file: one PredictionLog per signature taking encoded images."""
     from tensorflow_serving.apis import prediction_log_pb2
 
     with tf.io.TFRecordWriter(path) as f:
-        for signature in ("serving_default", "embed_local"):
+        for signature in signatures:
             log = prediction_log_pb2.PredictionLog(
                 predict_log=prediction_log_pb2.PredictLog(
                     request=predict_request(images, model_name, signature)))
@@ -206,20 +213,22 @@ def export(model: AlignedReID, export_dir: str, model_name: str, version: int | 
     hidden = os.path.join(model_dir, f".{version}.partial-{os.getpid()}")
     with atomic.folder(final, replace=False, temporary=hidden) as partial:
         module = EmbeddingModule(model, max_pixels)
-        tf.saved_model.save(module, partial, signatures=module.signatures())
+        signatures = module.signatures()
+        tf.saved_model.save(module, partial, signatures=signatures)
         extra = os.path.join(partial, "assets.extra")
         os.makedirs(extra)
         if warmup_images:
-            write_warmup(os.path.join(extra, WARMUP_FILE), warmup_images, model_name)
+            write_warmup(os.path.join(extra, WARMUP_FILE), warmup_images, model_name,
+                         [name for name in signatures if name != "embed_pixels"])
         card = {"model_name": model_name, "version": version,
                 "input": {"height": module.height, "width": module.width, "channels": 3,
                           "formats": "JPEG, PNG, BMP, GIF (first frame)",
                           "max_pixels": max_pixels},
                 "embedding_dim": int(module.serve_images.get_concrete_function()
                                      .structured_outputs["embeddings"].shape[-1]),
-                "backbone": model.backbone_name, "signatures": list(SIGNATURES),
+                "backbone": model.backbone_name, "signatures": list(signatures),
                 "local_stripes": [int(d) for d in model.backbone.output.shape[1:2]]
-                + [model.local_channels],
+                + [model.local_channels] if model.local_branch else None,
                 "keras": keras.__version__, "tensorflow": tf.__version__,
                 **(model_card or {})}
         from tf_reid.training import workdir as workdir_lib

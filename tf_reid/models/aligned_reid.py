@@ -56,6 +56,8 @@ class AlignedReID(keras.Model):
       fused_batch_norm: the backbone's BatchNormalization layers train with TensorFlow's fused
         kernel (`batch_norm.FusedBatchNormalization`: same function and variables, a fraction
         of the time on the CPU); False keeps Keras' own layers.
+      local_branch: build the stripe branch and return "local"; False (a baseline, trained
+        without the local TriHard) leaves it out: no variables that nothing trains.
     """
 
     def __init__(self, num_classes: int, backbone: str = "resnet50",
@@ -64,7 +66,7 @@ class AlignedReID(keras.Model):
                  embedding_dim: int | None = None, bn_neck: bool = True,
                  local_channels: int = 128, local_pooling: str = "max",
                  global_pooling: str = "mean", bn_momentum: float = 0.9,
-                 fused_batch_norm: bool = True, **kwargs):
+                 fused_batch_norm: bool = True, local_branch: bool = True, **kwargs):
         kwargs.setdefault("name", "aligned_reid")
         super().__init__(**kwargs)
         if backbone not in BACKBONES:
@@ -82,6 +84,7 @@ class AlignedReID(keras.Model):
         self.local_pooling = local_pooling
         self.global_pooling = global_pooling
         self.bn_momentum = bn_momentum
+        self.local_branch = local_branch
 
         self.fused_batch_norm = fused_batch_norm
         self.backbone = BACKBONES[backbone](input_shape=self.image_shape, **self.backbone_options)
@@ -96,8 +99,10 @@ class AlignedReID(keras.Model):
                                                         name="bn_neck") if bn_neck else None)
         self.classifier = keras.layers.Dense(num_classes, use_bias=False, name="classifier")
         # A 1x1 conv on [B, h, 1, C] is a Dense on the channel axis of [B, h, C].
-        self.local_conv = keras.layers.Dense(local_channels, name="local_conv")
-        self.local_bn = keras.layers.BatchNormalization(momentum=bn_momentum, name="local_bn")
+        self.local_conv = (keras.layers.Dense(local_channels, name="local_conv")
+                           if local_branch else None)
+        self.local_bn = (keras.layers.BatchNormalization(momentum=bn_momentum, name="local_bn")
+                         if local_branch else None)
         self.build((None, *self.image_shape))
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:
@@ -110,8 +115,9 @@ class AlignedReID(keras.Model):
         if self.bn_neck is not None:
             self.bn_neck.build((None, global_dim))
         self.classifier.build((None, global_dim))
-        self.local_conv.build((None, h, channels))
-        self.local_bn.build((None, h, self.local_channels))
+        if self.local_branch:
+            self.local_conv.build((None, h, channels))
+            self.local_bn.build((None, h, self.local_channels))
 
     def call(self, images: tf.Tensor, training: bool = False) -> dict[str, tf.Tensor]:
         """Forward pass.
@@ -123,8 +129,8 @@ class AlignedReID(keras.Model):
 
         Returns:
           {"global": [B, D] pre-BN global feature (metric learning, retrieval),
-           "local": [B, h, local_channels] stripe features (aligned distance),
-           "logits": [B, num_classes]}.
+           "local": [B, h, local_channels] stripe features (aligned distance; only with the
+           local branch), "logits": [B, num_classes]}.
         """
         x = augment.normalize(keras.ops.cast(images, "float32"))
         feature_map = self.backbone(x, training=training)  # [B, h, w, C]
@@ -136,6 +142,8 @@ class AlignedReID(keras.Model):
         if self.bn_neck is not None:
             neck = self.bn_neck(neck, training=training)
         logits = self.classifier(neck)
+        if not self.local_branch:
+            return {"global": global_feature, "logits": logits}
 
         local = pool(feature_map, 2, self.local_pooling)  # [B, h, C]
         local = self.local_conv(local)
@@ -158,6 +166,7 @@ class AlignedReID(keras.Model):
             "global_pooling": self.global_pooling,
             "bn_momentum": self.bn_momentum,
             "fused_batch_norm": self.fused_batch_norm,
+            "local_branch": self.local_branch,
         })
         return config
 

@@ -156,7 +156,9 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy, resuming: bool
     global_batch = config.num_identities * config.num_instances * replicas
 
     with strategy.scope():
-        students = [AlignedReID(num_classes, name=f"student_{i}", **config.model)
+        # Without the local TriHard nothing trains a stripe branch: the model has none.
+        students = [AlignedReID(num_classes, name=f"student_{i}",
+                                local_branch=config.losses.local_triplet > 0, **config.model)
                     for i in range(config.students)]
         optimizers = [_optimizer(config, steps) for _ in students]
         model = trainer.MutualTrainer(students, optimizers, config.losses, config.weight_decay)

@@ -22,7 +22,8 @@ def reference(model, pixels: np.ndarray) -> dict[str, np.ndarray]:
     """The Keras model on evaluation-resized uint8 pixels, embeddings normalised in NumPy."""
     out = model(pixels, training=False)
     g = out["global"].numpy()
-    return {"embeddings": g / np.linalg.norm(g, axis=1, keepdims=True), "local": out["local"].numpy()}
+    return {"embeddings": g / np.linalg.norm(g, axis=1, keepdims=True),
+            **({"local": out["local"].numpy()} if "local" in out else {})}
 
 
 def test_layout_is_tf_servings(exported):
@@ -95,6 +96,25 @@ def test_an_image_above_the_cap_fails_its_request_before_decoding(exported):
         images=tf.constant([encoded(8)]))["embeddings"].shape[0] == 1
     card = json.load(open(os.path.join(path, "assets.extra", "model_card.json")))
     assert card["input"]["max_pixels"] == saved_model.MAX_PIXELS == 4096 * 4096
+
+
+def test_a_baseline_serves_no_local_signature(tmp_path):
+    from tf_reid.models.aligned_reid import AlignedReID
+
+    model = AlignedReID(7, backbone="tiny", input_shape=SHAPE, local_branch=False)
+    path = saved_model.export(model, str(tmp_path), "base", warmup_images=[encoded(0)])
+    loaded = tf.saved_model.load(path)
+    assert sorted(loaded.signatures) == ["embed_pixels", "serving_default"]
+    embeddings = loaded.signatures["serving_default"](images=tf.constant([encoded(3)]))
+    pixels = augment.decode_and_resize(encoded(3), *SHAPE[:2], tf.uint8)[None]
+    np.testing.assert_allclose(embeddings["embeddings"].numpy(),
+                               reference(model, pixels.numpy())["embeddings"], atol=1e-5)
+    card = json.load(open(os.path.join(path, "assets.extra", "model_card.json")))
+    assert card["signatures"] == ["serving_default", "embed_pixels"]
+    assert card["local_stripes"] is None
+    records = list(tf.data.TFRecordDataset(
+        os.path.join(path, "assets.extra", saved_model.WARMUP_FILE)).as_numpy_iterator())
+    assert len(records) == 1  # serving_default only
 
 
 def test_saved_model_cli_lists_the_signatures(exported):

@@ -74,6 +74,24 @@ def test_output_keys_shapes_dtypes():
     assert all(v.dtype == tf.float32 for v in out.values())
 
 
+def test_without_local_branch_no_stripe_variables_nor_output():
+    full = tiny_model()
+    baseline = tiny_model(local_branch=False)
+    local = [w for w in full.weights if "local_" in w.path]
+    assert len(local) == 6  # local_conv kernel, bias; local_bn gamma, beta, moving mean, var
+    assert not [w for w in baseline.weights if "local_" in w.path]
+    assert len(baseline.weights) == len(full.weights) - len(local)
+    # The same global branch: with the full model's other weights, the same outputs.
+    baseline.set_weights([w.numpy() for w in full.weights if "local_" not in w.path])
+    pixels = images(2, seed=4)
+    out = baseline(pixels)
+    assert sorted(out) == ["global", "logits"]
+    expected = full(pixels)
+    assert_outputs_close(out, {k: np.asarray(expected[k]) for k in out}, tol=0)
+    rebuilt = AlignedReID.from_config(baseline.get_config())
+    assert not rebuilt.local_branch and len(rebuilt.weights) == len(baseline.weights)
+
+
 def test_embedding_dim_projects_global():
     model = tiny_model(embedding_dim=10)
     out = model(images(2))

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import keras
 import numpy as np
@@ -67,6 +68,22 @@ def test_without_mutual_terms_students_train_independently():
     trainer.MutualTrainer(alone[1:], [keras.optimizers.Adam(1e-2)], weights).train_step((x, labels))
     for a, b in zip(pair[1].weights, alone[1].weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_baseline_step_trains_every_variable_it_has():
+    """Without the local TriHard, students without a local branch: every trainable variable
+    gets a gradient (Keras warns of those that do not) and moves."""
+    weights = objective.LossWeights(local_triplet=0.0)
+    pair = students(2, seed=6, local_branch=False)
+    before = [[v.numpy() for v in m.trainable_variables] for m in pair]
+    t = trainer.MutualTrainer(pair, [keras.optimizers.SGD(0.1) for _ in pair], weights)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        t.train_step((tf.constant(images(2)), tf.constant(LABELS)))
+    assert not [w for w in caught if "Gradients do not exist" in str(w.message)]
+    for m, old in zip(pair, before):
+        for v, w0 in zip(m.trainable_variables, old):
+            assert not np.array_equal(v.numpy(), w0), v.path
 
 
 MIRRORED = textwrap.dedent("""
