@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import pathlib
+import tempfile
 
 import numpy as np
 import pytest
@@ -14,6 +15,9 @@ import tf_reid  # noqa: F401  # before any test imports TensorFlow: the environm
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
+# The journal of outputs being written (tfrecords_builder.atomic), away from the user's home;
+# the commands the tests start inherit it.
+os.environ.setdefault("TF_REID_STATE", tempfile.mkdtemp(prefix="tf-reid-state-"))
 
 
 @pytest.fixture(scope="session")

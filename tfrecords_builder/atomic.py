@@ -22,8 +22,10 @@ a live one's. A folder replacing an older one is swapped with it in one step (Li
 
 A folder written with a `kind` ("tfrecords", "index", ...) carries a marker file naming it, from
 its first moment as a temporary: `check_target` lets `--overwrite` replace only a folder with the
-same marker (an earlier output of the same tool, never a dataset or a user's folder), and
-`remove_stale` recognises a killed run's temporaries of that kind beside any output.
+same marker (an earlier output of the same tool, never a dataset or a user's folder). While it is
+written, its temporary is also listed in a journal (`$TF_REID_STATE`, default
+~/.cache/tf-reid/in-progress), so that the next run writing that kind, to any output, finds and
+deletes a killed run's temporary (`remove_stale`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from typing import Iterator, Sequence
 PARTIAL = ".partial-"
 OLD = ".old-"
 MARKER = ".tf-reid-output"  # {"kind": ...} in every folder written with a kind
+STATE_ENV = "TF_REID_STATE"  # the journal's folder, if set
 
 
 class OutputError(Exception):
@@ -113,16 +116,16 @@ def folder(path: str, replace: bool = True, temporary: str | None = None,
 
     Args:
       path: the folder to publish.
-      replace: what to do with an existing `path` when publishing. True: it is renamed aside to
-        `path.old-<pid>`, the new folder renamed in, then the old one deleted (were the second
-        rename to fail, the old folder is put back). False: never touch it; publishing fails
-        with FileExistsError.
+      replace: what to do with an existing `path` when publishing. True: the new folder and
+        the old one swap names in one step, then the old one is deleted (where the system
+        cannot swap: the old one is renamed aside to `path.old-<pid>`, the new one renamed in,
+        the old one deleted). False: never touch it; publishing fails with FileExistsError.
       temporary: where to build the folder instead of `temporary_name(path)` (e.g. a hidden name
         a server will not pick up); it must be on the same filesystem as `path`. A leftover of
         this process under that name is deleted first.
       kind: what the folder is ("tfrecords", "index", ...): the temporary starts with a marker
-        file naming it (`is_output`), and killed runs' temporaries of this kind beside `path`
-        are deleted first (`remove_stale`).
+        file naming it (`is_output`) and is listed in the journal while it exists; killed
+        runs' temporaries of this kind are deleted first (`remove_stale`).
     """
     path = os.path.normpath(path)
     partial = temporary or temporary_name(path)
@@ -130,14 +133,41 @@ def folder(path: str, replace: bool = True, temporary: str | None = None,
         remove_stale(path, kind)
     remove(partial)
     os.makedirs(partial)  # also creates the parent of `path`, the same as the temporary's
+    entry = _journal_entry(partial) if kind is not None else None
     try:
         if kind is not None:
             with open(os.path.join(partial, MARKER), "w") as f:
                 json.dump({"kind": kind}, f)
+            _write_journal(entry, {"partial": os.path.abspath(partial), "kind": kind,
+                                   "pid": os.getpid()})
         yield partial
         _publish(partial, path, replace)
     finally:
         remove(partial)  # after a successful rename there is nothing left to remove
+        if entry is not None:
+            remove(entry)
+
+
+def journal_dir() -> str:
+    """The folder listing the folder outputs being written (`$TF_REID_STATE` when set)."""
+    return os.environ.get(STATE_ENV) or os.path.join(os.path.expanduser("~"), ".cache",
+                                                     "tf-reid", "in-progress")
+
+
+def _journal_entry(partial: str) -> str:
+    digest = hashlib.sha256(os.path.abspath(partial).encode()).hexdigest()[:16]
+    return os.path.join(journal_dir(), f"{digest}.json")
+
+
+def _write_journal(entry: str, record: dict) -> None:
+    """Best effort: an unwritable home must not stop a conversion (only the clean-up of its
+    leftovers from elsewhere is lost)."""
+    try:
+        os.makedirs(os.path.dirname(entry), exist_ok=True)
+        with open(entry, "w") as f:
+            json.dump(record, f)
+    except OSError:
+        pass
 
 
 def _exchange(a: str, b: str) -> bool:
@@ -253,11 +283,32 @@ def remove_stale(path: str, kind: str | None = None) -> list[str]:
     A run killed before it could clean up (SIGKILL, power loss) leaves its temporary output
     behind; a live run's, another process writing the same output, is kept. Without `kind`, only
     the temporaries of `path` itself; with it, also any folder beside `path` marked with that
-    kind (a killed conversion to another output in the same parent folder).
+    kind, and the journalled temporaries of that kind anywhere (a killed conversion to another
+    output).
     """
     removed = []
     for candidate, pid in sorted(_leftovers(os.path.normpath(path), kind)):
         if not _pid_alive(pid):
             remove(candidate)
             removed.append(candidate)
+    if kind is not None:
+        removed += _remove_journalled(kind)
+    return removed
+
+
+def _remove_journalled(kind: str) -> list[str]:
+    """Deletes the journalled temporaries of `kind` whose process is gone, wherever they are."""
+    removed = []
+    for entry in sorted(glob.glob(os.path.join(glob.escape(journal_dir()), "*.json"))):
+        try:
+            with open(entry) as f:
+                record = json.load(f)
+            if record["kind"] != kind or _pid_alive(int(record["pid"])):
+                continue
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # another run's entry being written, or not ours
+        if is_output(record["partial"], kind):  # still the killed run's temporary
+            remove(record["partial"])
+            removed.append(record["partial"])
+        remove(entry)
     return removed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -169,6 +170,30 @@ def test_remove_stale_also_deletes_old_folders_and_any_marked_temporary_of_the_k
     assert atomic.remove_stale(str(tmp_path / "out"), "tfrecords") == [str(marked), str(old)]
     assert sorted(os.listdir(tmp_path)) == sorted([unmarked.name, other_kind.name])
     assert partial  # (the block ran)
+
+
+def test_a_killed_runs_temporary_is_found_from_any_other_output(tmp_path, monkeypatch):
+    monkeypatch.setenv(atomic.STATE_ENV, str(tmp_path / "journal"))
+    pid = dead_pid()
+    # What a conversion killed while writing a/out leaves: its marked temporary, its entry.
+    seen = {}
+    with atomic.folder(str(tmp_path / "a" / "out"), kind="tfrecords") as partial:
+        seen["entries"] = os.listdir(tmp_path / "journal")
+        seen["record"] = json.loads((tmp_path / "journal" / seen["entries"][0]).read_text())
+    assert seen["record"] == {"partial": partial, "kind": "tfrecords", "pid": os.getpid()}
+    assert os.listdir(tmp_path / "journal") == []  # gone with the temporary
+    killed = tmp_path / "a" / f"out.partial-{pid}"
+    killed.mkdir()
+    (killed / atomic.MARKER).write_text('{"kind": "tfrecords"}')
+    (tmp_path / "journal" / "k.json").write_text(json.dumps(
+        {"partial": str(killed), "kind": "tfrecords", "pid": pid}))
+    (tmp_path / "journal" / "i.json").write_text(json.dumps(
+        {"partial": str(killed), "kind": "index", "pid": pid}))  # another tool's: kept
+    # The next conversion, elsewhere, deletes it.
+    with atomic.folder(str(tmp_path / "b" / "out"), kind="tfrecords"):
+        assert not killed.exists()
+    assert sorted(os.listdir(tmp_path / "journal")) == ["i.json"]
+    assert sorted(os.listdir(tmp_path / "a")) == ["out"]
 
 
 def test_folder_of_a_kind_is_marked_and_cleans_its_kind_first(tmp_path):

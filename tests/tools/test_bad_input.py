@@ -198,6 +198,18 @@ CASES = {
     "visualize_garbage_features": (
         "tools.visualize_ranks", ["--features=garbage.npz", "--output_dir=out"],
         "garbage.npz: not a features file"),
+    "embed_not_an_image": (
+        "tools.embed", ["--saved_model=exports/reid/1", "--images=mine/notes.txt",
+                        "--output=out.npz"], "mine/notes.txt: not a JPEG, PNG, GIF or BMP image"),
+    "export_existing_version": (
+        "tools.export_saved_model", ["--workdir=workdir", "--export_dir=exports",
+                                     "--model_name=reid", "--version=1", "--warmup_images=0"],
+        "exports/reid/1: version 1 exists; choose another --version"),
+    "evaluate_missing_workdir": (
+        "tf_reid.evaluate", ["--workdir=nothing"], "nothing: no such workdir"),
+    "evaluate_workdir_and_features": (
+        "tf_reid.evaluate", ["--workdir=workdir", "--features=feats/features.npz"],
+        "pass exactly one of --workdir and --features"),
     "embed_truncated_jpeg": (
         "tools.embed", ["--saved_model=exports/reid/1", "--images=truncated.jpg",
                         "--output=out.npz"], "truncated.jpg: image does not decode"),
