@@ -62,18 +62,20 @@ _RESULT = "RESULT "  # prefix of the subprocess's JSON line
 
 
 def build_trainer(backbone: str, weights: objective.LossWeights, num_students: int,
-                  prefix: str) -> trainer.MutualTrainer:
+                  prefix: str, steps_per_execution: int = 1) -> trainer.MutualTrainer:
     """A compiled MutualTrainer as `loop.train` makes it (random init, nothing downloaded)."""
     students = [AlignedReID(FLAGS.num_classes, backbone=backbone,
                             backbone_options={"weights": None},
-                            input_shape=(FLAGS.height, FLAGS.width, 3), name=f"{prefix}student_{i}")
+                            input_shape=(FLAGS.height, FLAGS.width, 3), name=f"{prefix}student_{i}",
+                            local_branch=weights.local_triplet > 0)
                 for i in range(num_students)]
     # Steps per epoch of Market-1501 at P = 8 (751 ids); the rate stays 1e-3 over the bench.
     optimizers = [keras.optimizers.Adam(schedule.EpochSchedule(1e-3, 94, (80, 160)))
                   for _ in students]
     model = trainer.MutualTrainer(students, optimizers, weights, weight_decay=5e-4)
     model.build_optimizers()
-    model.compile(optimizer=optimizers[0], jit_compile=False)
+    model.compile(optimizer=optimizers[0], jit_compile=False,
+                  steps_per_execution=steps_per_execution)
     return model
 
 
