@@ -1,12 +1,14 @@
-"""python -m bench.levers [--backbone mobilenet_v2] [--objective baseline] [--levers default,inter_op_1,...]
+"""python -m bench.levers [--backbone mobilenet_v2] [--objective baseline] [--levers default,inter_op_1,...] [--num_identities 16]
 
 The training step's speed (images/s) under one lever at a time, against the default measured in
 the same run: each lever is a setting that has to be in place before TensorFlow starts (threads,
 environment) or before the trainer is compiled (steps per execution), so each (lever, round) runs
 in a fresh interpreter (`--one=LEVER`), which builds the trainer as `bench.train_step` does
 (`tf_reid.training.loop.train`'s MutualTrainer, one seeded P x K batch held in memory), runs its
-first step and --warmup more untimed, then times --steps steps. Rounds alternate over the levers;
-each lever's best round is kept and printed with its ratio to `default`.
+first step and --warmup more untimed, then times --steps steps (`bench.train_step`'s flags, which
+this bench shares: --steps, --rounds, --warmup, --num_identities, --num_instances). Rounds
+alternate over the levers; each lever's best round is kept and printed with its ratio to the
+first lever.
 
 Levers (LEVERS):
   default                what `tf_reid.train` does now
@@ -27,20 +29,22 @@ import subprocess
 import sys
 import time
 
-from absl import app, flags
+if __name__ == "__main__":
+    from tf_reid.quiet import quiet_tensorflow
+
+    quiet_tensorflow(sys.argv)
+
+from absl import app, flags  # noqa: E402
+
+from bench import train_step  # noqa: E402  # its flags are this bench's too
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("backbone", "mobilenet_v2", "Backbone (a key of BACKBONES).")
-flags.DEFINE_enum("objective", "baseline", ["baseline", "aligned", "mutual"],
+flags.DEFINE_enum("objective", "baseline", list(train_step.OBJECTIVES),
                   "Objective (bench.train_step.OBJECTIVES).")
 flags.DEFINE_list("levers", ["default", "inter_op_1", "steps_per_execution_4", "xla_auto_jit"],
                   "Levers to compare (the first is the reference).")
-flags.DEFINE_integer("rounds", 2, "Alternating rounds over the levers; the best is kept.")
-flags.DEFINE_integer("steps", 8, "Steps timed per round.")
-flags.DEFINE_integer("warmup", 2, "Untimed steps after the first.")
-flags.DEFINE_integer("num_identities", 16, "P.")
-flags.DEFINE_integer("num_instances", 4, "K.")
-flags.DEFINE_string("one", None, "The lever to measure in this process (internal).")
+flags.DEFINE_string("lever", None, "The lever to measure in this process (internal).")
 
 # name: (environment, inter-op threads or None, steps per execution)
 LEVERS = {
@@ -56,16 +60,11 @@ _RESULT = "RESULT "
 def measure(lever: str) -> dict[str, float]:
     """Images/s of --steps steps of one trainer under `lever` (set up before TensorFlow)."""
     _, inter_op, steps_per_execution = LEVERS[lever]
-    import tf_reid  # noqa: F401  # its environment first, as the commands have it
     import numpy as np
-    import tensorflow as tf
+    import tensorflow as tf  # imported, but no op has run: the threads can still be set
 
     if inter_op is not None:
         tf.config.threading.set_inter_op_parallelism_threads(inter_op)
-    from bench import train_step
-
-    train_step.FLAGS([sys.argv[0], f"--num_identities={FLAGS.num_identities}",
-                      f"--num_instances={FLAGS.num_instances}"])
     size = FLAGS.num_identities * FLAGS.num_instances
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (size, 256, 128, 3), dtype=np.uint8)
@@ -79,17 +78,17 @@ def measure(lever: str) -> dict[str, float]:
     start = time.perf_counter()
     model.fit(data, epochs=1, steps_per_epoch=1 + FLAGS.warmup, verbose=0, shuffle=False)
     first = time.perf_counter() - start
+    steps = train_step.steps_for(FLAGS.backbone)
     start = time.perf_counter()
-    model.fit(data, epochs=1, steps_per_epoch=FLAGS.steps, verbose=0, shuffle=False)
-    return {"images_per_second": FLAGS.steps * size / (time.perf_counter() - start),
-            "first_s": first}
+    model.fit(data, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
+    return {"images_per_second": steps * size / (time.perf_counter() - start), "first_s": first}
 
 
 def run_one(lever: str) -> dict[str, float]:
     env, _, _ = LEVERS[lever]
-    command = [sys.executable, "-m", "bench.levers", f"--one={lever}",
+    command = [sys.executable, "-m", "bench.levers", f"--lever={lever}",
                f"--backbone={FLAGS.backbone}", f"--objective={FLAGS.objective}",
-               f"--steps={FLAGS.steps}", f"--warmup={FLAGS.warmup}",
+               f"--steps={','.join(FLAGS.steps)}", f"--warmup={FLAGS.warmup}",
                f"--num_identities={FLAGS.num_identities}",
                f"--num_instances={FLAGS.num_instances}"]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -101,8 +100,8 @@ def run_one(lever: str) -> dict[str, float]:
 
 def main(argv: list[str]) -> None:
     del argv
-    if FLAGS.one:
-        print(_RESULT + json.dumps(measure(FLAGS.one)), flush=True)
+    if FLAGS.lever:
+        print(_RESULT + json.dumps(measure(FLAGS.lever)), flush=True)
         return
     unknown = sorted(set(FLAGS.levers) - set(LEVERS))
     if unknown:
@@ -120,7 +119,8 @@ def main(argv: list[str]) -> None:
     reference = FLAGS.levers[0]
     print(f"{FLAGS.backbone} {FLAGS.objective}, batch {FLAGS.num_identities}x"
           f"{FLAGS.num_instances} at 256x128 from memory, {os.cpu_count()} cores; best of "
-          f"{FLAGS.rounds} alternating rounds of {FLAGS.steps} steps, each in a fresh process")
+          f"{FLAGS.rounds} alternating rounds of {train_step.steps_for(FLAGS.backbone)} steps, "
+          "each in a fresh process")
     print(f"{'lever':24} {'images/s':>9} {'/ ' + reference:>12}  rounds")
     for lever in FLAGS.levers:
         print(f"{lever:24} {best[lever]:9.2f} {best[lever] / best[reference]:12.2f}  "

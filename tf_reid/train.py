@@ -25,6 +25,7 @@ import os  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from tf_reid.data import augment  # noqa: E402
+from tf_reid.losses.metric import METRIC_LOSSES  # noqa: E402
 from tf_reid.models.aligned_reid import POOLINGS  # noqa: E402
 from tf_reid.models.backbones import BACKBONES  # noqa: E402
 from tf_reid.training import loop, objective  # noqa: E402
@@ -82,7 +83,11 @@ def define_flags() -> None:
                        "Weight of the metric mutual loss (>= 2 students).")
     flags.DEFINE_float("margin", 0.3, "Global TriHard margin.")
     flags.DEFINE_float("local_margin", 0.3, "Local TriHard margin.")
-    flags.DEFINE_bool("soft_margin", False, "Soft-margin triplet loss instead of the hinge.")
+    flags.DEFINE_enum("metric_loss", "trihard", sorted(METRIC_LOSSES),
+                      "Metric loss on the global distance (weighted by --global_triplet_weight, "
+                      "margin --margin); the local branch keeps TriHard.")
+    flags.DEFINE_bool("soft_margin", False, "Soft-margin triplet loss instead of the hinge "
+                      "(--metric_loss=trihard).")
     flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing of the ID loss.")
     # Optimiser.
     flags.DEFINE_float("learning_rate", 1e-3, "Adam's base learning rate.")
@@ -169,6 +174,9 @@ def batch_errors(values: dict[str, object], train_identities: int,
     if triplet and values["num_identities"] < 2:
         errors.append(f"--num_identities={values['num_identities']}: the triplet losses need "
                       "P >= 2 (a negative per anchor)")
+    if values.get("soft_margin") and values.get("metric_loss", "trihard") != "trihard":
+        errors.append(f"--soft_margin: applies to --metric_loss=trihard, not "
+                      f"--metric_loss={values['metric_loss']}")
     if values["num_identities"] * replicas > train_identities:
         per_step = (f" x {replicas} replicas = {values['num_identities'] * replicas} identities "
                     "per step," if replicas > 1 else "")
@@ -259,7 +267,7 @@ def config_from_flags() -> loop.TrainConfig:
             local_triplet=FLAGS.local_triplet_weight, mutual_id=FLAGS.mutual_id_weight,
             mutual_metric=FLAGS.mutual_metric_weight, margin=FLAGS.margin,
             local_margin=FLAGS.local_margin, soft_margin=FLAGS.soft_margin,
-            label_smoothing=FLAGS.label_smoothing),
+            label_smoothing=FLAGS.label_smoothing, metric_loss=FLAGS.metric_loss),
         weight_decay=FLAGS.weight_decay, learning_rate=FLAGS.learning_rate,
         decay_epochs=tuple(int(e) for e in FLAGS.decay_epochs), decay_factor=FLAGS.decay_factor,
         warmup_epochs=FLAGS.warmup_epochs, warmup_factor=FLAGS.warmup_factor,

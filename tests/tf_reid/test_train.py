@@ -51,13 +51,15 @@ def variables(prefix: str) -> dict[str, np.ndarray]:
 
 def test_smoke_run_writes_the_workdir_and_evaluates(data_dir, tmp_path):
     workdir = tmp_path / "run"
-    done = train(data_dir, workdir, "--students=2")
+    # Another global metric loss than TriHard (the other end-to-end runs train TriHard).
+    done = train(data_dir, workdir, "--students=2", "--metric_loss=quadruplet")
     assert done.returncode == 0, done.stderr[-3000:]
     assert {"flags.txt", "model.json", "checkpoints", "best", "logs", "metrics.json"} <= set(
         os.listdir(workdir))
     # flags.txt is a valid flagfile holding the resolved values, command-line overrides included.
     flags_text = (workdir / "flags.txt").read_text().split()
     assert "--students=2" in flags_text and "--backbone=tiny" in flags_text
+    assert "--metric_loss=quadruplet" in flags_text
     assert sorted(os.listdir(workdir / "checkpoints")) == [
         "checkpoint", *[f"ckpt-{e}.{ext}" for e in (1, 2, 3)
                         for ext in ("data-00000-of-00001", "index")]]
@@ -116,6 +118,10 @@ def test_batches_the_objective_cannot_use_are_refused():
     assert train_cli.batch_errors(four, 12, replicas=4) == [
         "--num_identities=4: x 4 replicas = 16 identities per step, more than the 12 training "
         "identities of --data_dir"]
+    # The soft margin is TriHard's.
+    assert train_cli.batch_errors({**triplet, "num_identities": 4, "num_instances": 4,
+                                   "soft_margin": True, "metric_loss": "msml"}, 12) == [
+        "--soft_margin: applies to --metric_loss=trihard, not --metric_loss=msml"]
     # ID loss alone trains on K = 1.
     id_only = {"global_triplet_weight": 0.0, "local_triplet_weight": 0.0}
     assert train_cli.batch_errors({**id_only, "num_identities": 4, "num_instances": 1}, 12) == []

@@ -11,7 +11,7 @@ from typing import Sequence
 
 import tensorflow as tf
 
-from tf_reid.losses import identity, mutual, triplet
+from tf_reid.losses import identity, metric, mutual, triplet
 from tf_reid.losses.distance import pairwise_distance
 
 Outputs = dict[str, tf.Tensor]
@@ -24,6 +24,9 @@ class LossWeights:
     Defaults are AlignedReID's (arXiv 1711.08184, Sec. 4.1): ID + global TriHard + local TriHard,
     margin 0.3 for both, mutual terms 0.01 (KL) and 0.001 (metric) with two or more students.
     `local_triplet=0` is the global-only baseline (the local branch gets no training signal).
+    `metric_loss` (a key of `metric.METRIC_LOSSES`) is the global metric term weighted by
+    `global_triplet`, with `margin`; `soft_margin` applies to "trihard" only. The local term is
+    always TriHard on the aligned distance, mined with the global distance, as in AlignedReID.
     """
     id: float = 1.0
     global_triplet: float = 1.0
@@ -34,6 +37,7 @@ class LossWeights:
     local_margin: float = 0.3
     soft_margin: bool = False
     label_smoothing: float = 0.0
+    metric_loss: str = "trihard"
 
 
 def student_terms(outputs: Outputs, labels: tf.Tensor, weights: LossWeights
@@ -59,8 +63,12 @@ def student_terms(outputs: Outputs, labels: tf.Tensor, weights: LossWeights
         terms["id"] = identity.id_loss(labels, tf.cast(outputs["logits"], tf.float32),
                                        weights.label_smoothing)
     if weights.global_triplet:
-        terms["global_triplet"] = triplet.batch_hard_triplet(
-            dist, labels, weights.margin, weights.soft_margin)
+        if weights.metric_loss == "trihard":
+            terms["global_triplet"] = triplet.batch_hard_triplet(
+                dist, labels, weights.margin, weights.soft_margin)
+        else:
+            terms["global_triplet"] = metric.METRIC_LOSSES[weights.metric_loss](
+                dist, labels, weights.margin)
     if weights.local_triplet:
         terms["local_triplet"] = triplet.local_trihard(
             dist, tf.cast(outputs["local"], tf.float32), labels, weights.local_margin,

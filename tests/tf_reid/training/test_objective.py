@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from tf_reid.losses import metric
 from tf_reid.training import objective
 
 
@@ -24,6 +25,18 @@ def test_zero_weights_leave_terms_out():
     assert dist.shape == (8, 8)
     terms, _ = objective.student_terms(outputs(0), LABELS, objective.LossWeights())
     assert set(terms) == {"id", "global_triplet", "local_triplet", "d_ap", "d_an"}
+
+
+def test_the_chosen_metric_loss_is_the_global_term():
+    o = outputs(2)
+    base, dist = objective.student_terms(o, LABELS, objective.LossWeights())
+    for name, loss in metric.METRIC_LOSSES.items():
+        terms, _ = objective.student_terms(o, LABELS, objective.LossWeights(metric_loss=name,
+                                                                            margin=0.7))
+        np.testing.assert_allclose(terms["global_triplet"], loss(dist, LABELS, 0.7), rtol=1e-6,
+                                   err_msg=name)
+        # The local term stays TriHard on the aligned distance, whatever the global loss.
+        np.testing.assert_allclose(terms["local_triplet"], base["local_triplet"], rtol=1e-6)
 
 
 def test_hardest_distances_are_the_row_extremes():
