@@ -3,7 +3,7 @@
 The AlignedReID recipe measured on real pedestrians: baseline (ID + global TriHard), aligned
 (+ local TriHard on the aligned distance) and mutual (aligned, 2 students by mutual learning)
 (and, with --variants, the baseline with each other metric loss of `tf_reid.losses.metric`:
-batch_all, contrastive, quadruplet, msml) trained with `tf_reid.training.loop.train` on the
+random_triplet, batch_all, contrastive, quadruplet, msml) trained with `tf_reid.training.loop.train` on the
 CUHK03 crops in ../shared (labeled boxes,
 new protocol restricted to the images present: train 4,145 images / 427 ids, query 832,
 gallery 3,200 of 416 ids) from the converted PyTorch ImageNet MobileNetV2 (`torch_padding`), at
@@ -78,7 +78,7 @@ VARIANTS = {  # name: (loss weights without label smoothing, students)
     "mutual": (objective.LossWeights(), 2),
     # The baseline with another global metric loss (margin 0.3 for each): does TriHard win?
     **{name: (objective.LossWeights(local_triplet=0.0, metric_loss=name), 1)
-       for name in ("batch_all", "contrastive", "quadruplet", "msml")},
+       for name in ("random_triplet", "batch_all", "contrastive", "quadruplet", "msml")},
 }
 RECIPE_VARIANTS = ("baseline", "aligned", "mutual")  # what runs without --variants
 SPLITS = ("test", "val")

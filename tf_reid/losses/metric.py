@@ -54,6 +54,43 @@ def contrastive(dist: tf.Tensor, pids: tf.Tensor, margin: float = 0.3) -> tf.Ten
     return tf.reduce_sum(cost, axis=1) / tf.cast(tf.shape(dist)[0] - 1, dist.dtype)
 
 
+def random_triplet(dist: tf.Tensor, pids: tf.Tensor, margin: float = 0.3,
+                   seed: tf.Tensor | None = None) -> tf.Tensor:
+    """Triplet loss with one random positive and one random negative per anchor.
+
+    The unmined triplet loss the batch-hard one improved on: each candidate is equally likely,
+    drawn with a stateless generator, so the same `seed` draws the same triplets (a resumed run
+    repeats them) and the caller varies it per step.
+
+    Args:
+      dist: [B, B] distances.
+      pids: [B] identity labels.
+      margin: the hinge margin.
+      seed: [2] integers (e.g. the step and the replica); None = [0, 0].
+
+    Returns:
+      [B] per-anchor losses max(d_ap - d_an + margin, 0).
+
+    Reference: the triplet loss (the survey's Eq. 1.3; Schroff et al. 2015, "FaceNet",
+    arXiv:1503.03832) with random sampling, Hermans et al. 2017's "batch random" baseline.
+    """
+    dist = tf.convert_to_tensor(dist)
+    positive, negative = _masks(dist, pids)
+    seed = tf.zeros([2], tf.int32) if seed is None else tf.cast(seed, tf.int32)
+    anchors = tf.range(tf.shape(dist)[0], dtype=tf.int32)
+
+    def draw(candidates: tf.Tensor, stream: int) -> tf.Tensor:
+        # The argmax of i.i.d. uniform keys over the candidates is a uniform pick among them.
+        keys = tf.random.stateless_uniform(tf.shape(dist), seed + tf.constant([0, stream * 7919]),
+                                           alg="philox")  # the same bits under XLA
+        picked = tf.argmax(tf.where(candidates, keys, -1.0), axis=1, output_type=tf.int32)
+        return tf.where(tf.reduce_any(candidates, axis=1), picked, anchors)
+
+    d_ap = tf.gather(dist, draw(positive, 1), batch_dims=1)
+    d_an = tf.gather(dist, draw(negative, 2), batch_dims=1)
+    return tf.nn.relu(d_ap - d_an + tf.cast(margin, dist.dtype))
+
+
 def batch_all_triplet(dist: tf.Tensor, pids: tf.Tensor, margin: float = 0.3) -> tf.Tensor:
     """Triplet loss over every valid triplet of the batch, averaged over the active ones.
 
@@ -152,11 +189,14 @@ def margin_sample_mining(dist: tf.Tensor, pids: tf.Tensor, margin: float = 0.3) 
     return tf.fill(tf.shape(dist)[:1], loss)
 
 
-# --metric_loss: name -> loss(dist [B, B], pids [B], margin) -> [B].
+# --metric_loss: name -> loss(dist [B, B], pids [B], margin) -> [B]; those in SEEDED also take
+# seed=[2] integers (the train step passes its step and replica).
 METRIC_LOSSES: dict[str, MetricLoss] = {
     "trihard": triplet.batch_hard_triplet,
+    "random_triplet": random_triplet,
     "batch_all": batch_all_triplet,
     "contrastive": contrastive,
     "quadruplet": quadruplet,
     "msml": margin_sample_mining,
 }
+SEEDED = frozenset({"random_triplet"})

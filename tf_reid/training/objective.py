@@ -40,8 +40,8 @@ class LossWeights:
     metric_loss: str = "trihard"
 
 
-def student_terms(outputs: Outputs, labels: tf.Tensor, weights: LossWeights
-                  ) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
+def student_terms(outputs: Outputs, labels: tf.Tensor, weights: LossWeights,
+                  seed: tf.Tensor | None = None) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
     """One student's own loss terms and its batch distance matrix.
 
     Args:
@@ -49,6 +49,7 @@ def student_terms(outputs: Outputs, labels: tf.Tensor, weights: LossWeights
         dtype; computed in float32 here).
       labels: [B] identity labels of a PK batch.
       weights: which terms to compute (weight 0: not computed).
+      seed: [2] integers for a metric loss that samples (`metric.SEEDED`); vary it per step.
 
     Returns:
       (terms, dist): terms maps "id", "global_triplet", "local_triplet" (those with a non-zero
@@ -67,8 +68,9 @@ def student_terms(outputs: Outputs, labels: tf.Tensor, weights: LossWeights
             terms["global_triplet"] = triplet.batch_hard_triplet(
                 dist, labels, weights.margin, weights.soft_margin)
         else:
+            extra = {"seed": seed} if weights.metric_loss in metric.SEEDED else {}
             terms["global_triplet"] = metric.METRIC_LOSSES[weights.metric_loss](
-                dist, labels, weights.margin)
+                dist, labels, weights.margin, **extra)
     if weights.local_triplet:
         terms["local_triplet"] = triplet.local_trihard(
             dist, tf.cast(outputs["local"], tf.float32), labels, weights.local_margin,

@@ -89,7 +89,8 @@ class MutualTrainer(keras.Model):
         global_batch = tf.shape(labels)[0] * replicas
         with tf.GradientTape() as tape:
             outputs = self(images, training=True)
-            own = [objective.student_terms(o, labels, self.loss_weights) for o in outputs]
+            own = [objective.student_terms(o, labels, self.loss_weights, self._seed())
+                   for o in outputs]
             dists = [dist for _, dist in own]
             losses, scaled, all_terms = [], [], []
             for i, (student, optimizer) in enumerate(zip(self.students, self.student_optimizers)):
@@ -115,6 +116,14 @@ class MutualTrainer(keras.Model):
             # Keras 3.15 mean-reduces fit's outputs along axis 0 across workers; scalars have none.
             results = {name: tf.reshape(value, [1]) for name, value in results.items()}
         return results
+
+    def _seed(self) -> tf.Tensor:
+        """[2] int32: this step (the first optimizer's iterations, restored on resume) and this
+        replica, for metric losses that sample triplets."""
+        replica = tf.distribute.get_replica_context()
+        replica_id = replica.replica_id_in_sync_group if replica is not None else 0
+        step = self.student_optimizers[0].iterations
+        return tf.stack([tf.cast(step, tf.int32), tf.cast(replica_id, tf.int32)])
 
     def _track(self, losses: list[tf.Tensor], terms: list[dict[str, tf.Tensor]],
                replicas: int) -> None:

@@ -136,3 +136,41 @@ def test_registry_and_xla():
         compiled = tf.function(lambda d, p, f=loss: f(d, p, 1.0), jit_compile=True)
         np.testing.assert_allclose(compiled(tf.constant(DIST6), tf.constant(PIDS6)).numpy(),
                                    loss(DIST6, PIDS6, 1.0).numpy(), rtol=1e-5, err_msg=name)
+
+
+def test_random_triplet_draws_every_candidate_uniformly_and_only_candidates():
+    pids = np.array([0, 0, 0, 1, 1, 1])
+    same = pids[:, None] == pids[None, :]
+    # Positive distances all different, negatives all 10: with margin 20 the loss is
+    # d_ap + 10, which names the drawn positive. Then the same with the roles swapped.
+    rng = np.random.default_rng(0)
+    upper = np.triu(rng.uniform(1, 5, (6, 6)), 1)
+    varied = (upper + upper.T).astype(np.float32)
+    cases = {"positive": np.where(same, varied, 10.0).astype(np.float32),
+             "negative": np.where(same, 10.0, varied).astype(np.float32)}
+    np.fill_diagonal(cases["positive"], 0.0)
+    np.fill_diagonal(cases["negative"], 0.0)
+    draws = 400
+    for role, dist in cases.items():
+        picked = np.stack([metric.random_triplet(dist, pids, 20.0, seed=[s, 0]).numpy()
+                           for s in range(draws)])
+        drawn = picked - 10.0 if role == "positive" else 30.0 - picked  # d_ap or d_an
+        for a in range(6):
+            candidates = (same[a] & (np.arange(6) != a)) if role == "positive" else ~same[a]
+            values = dist[a][candidates]
+            counts = [np.sum(np.isclose(drawn[:, a], v, atol=1e-4)) for v in values]
+            assert sum(counts) == draws, (role, a)  # never anything but a candidate
+            expected = draws / len(values)  # binomial: 5 standard deviations either side
+            spread = 5 * np.sqrt(draws * (1 / len(values)) * (1 - 1 / len(values)))
+            assert all(abs(c - expected) < spread for c in counts), (role, a, counts)
+
+
+def test_random_triplet_same_seed_same_draw():
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(12, 4)).astype(np.float32)
+    d = np.linalg.norm(features[:, None] - features[None, :], axis=-1)
+    pids = np.repeat(np.arange(4), 3)
+    first = metric.random_triplet(d, pids, 1.0, seed=[3, 1]).numpy()
+    np.testing.assert_array_equal(metric.random_triplet(d, pids, 1.0, seed=[3, 1]).numpy(), first)
+    assert any(not np.array_equal(metric.random_triplet(d, pids, 1.0, seed=[s, 1]).numpy(), first)
+               for s in range(4, 8))

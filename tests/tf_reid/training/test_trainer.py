@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from tests.conftest import REPO
 from tests.tf_reid.training.conftest import LABELS, WEIGHTS, images, students
+from tf_reid.losses import metric
 from tf_reid.training import objective, trainer
 
 def reference_gradients(models, x, labels, index, weight_decay):
@@ -84,6 +85,24 @@ def test_a_baseline_step_trains_every_variable_it_has():
     for m, old in zip(pair, before):
         for v, w0 in zip(m.trainable_variables, old):
             assert not np.array_equal(v.numpy(), w0), v.path
+
+
+def test_a_sampling_metric_loss_draws_with_the_step_and_replica_as_seed():
+    weights = objective.LossWeights(metric_loss="random_triplet", local_triplet=0.0)
+    (student,) = students(1, seed=8, local_branch=False)
+    t = trainer.MutualTrainer([student], [keras.optimizers.SGD(0.0)], weights)  # nothing moves
+    x = tf.constant(images(3))
+    expected = []
+    for step in range(2):
+        dist = objective.student_terms(student(x, training=True), LABELS, weights)[1]
+        expected.append(float(tf.reduce_mean(metric.random_triplet(
+            dist, LABELS, weights.margin, seed=[step, 0]))))
+    t.train_step((x, tf.constant(LABELS)))
+    first = float(t.trackers["global_triplet"].result())
+    t.train_step((x, tf.constant(LABELS)))
+    second = 2 * float(t.trackers["global_triplet"].result()) - first  # trackers average
+    assert abs(expected[0] - expected[1]) > 1e-3  # the two steps' draws differ
+    np.testing.assert_allclose([first, second], expected, rtol=1e-4)
 
 
 MIRRORED = textwrap.dedent("""
