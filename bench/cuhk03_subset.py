@@ -3,9 +3,9 @@
 The AlignedReID recipe measured on real pedestrians: baseline (ID + global TriHard), aligned
 (+ local TriHard on the aligned distance) and mutual (aligned, 2 students by mutual learning)
 (and, with --variants, the baseline with each other metric loss of `tf_reid.losses.metric`:
-random_triplet, batch_all, contrastive, quadruplet, msml) trained with `tf_reid.training.loop.train` on the
-CUHK03 crops in ../shared (labeled boxes,
-new protocol restricted to the images present: train 4,145 images / 427 ids, query 832,
+random_triplet, batch_all, contrastive, quadruplet, msml) trained with
+`tf_reid.training.loop.train` on the CUHK03 crops in ../shared (labeled boxes, new protocol
+restricted to the images present: train 4,145 images / 427 ids, query 832,
 gallery 3,200 of 416 ids) from the converted PyTorch ImageNet MobileNetV2 (`torch_padding`), at
 256x128, with the same data, epochs, schedule and batches for every variant: P x K = 16 x 4,
 flip + pad-crop + random erasing, label smoothing 0.1, Adam 3.5e-4 with linear warm-up (Bag of
