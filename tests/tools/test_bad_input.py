@@ -10,6 +10,7 @@ no traceback, and the world's files byte-identical afterwards, with nothing adde
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 from tests.conftest import REPO, SHARED, write_images
 from tests.tf_reid.evaluation.conftest import (HEIGHT, WIDTH, make_tfrecords, make_workdir,
@@ -251,7 +253,7 @@ def build_world(root: str) -> None:
     market_layouts(root)
     data_dir = make_tfrecords(root)  # root/synthetic (images) and root/data (TFRecords)
     model = tiny_model(1)
-    workdir = make_workdir(root, data_dir, model)
+    make_workdir(root, data_dir, model)
     baseline = AlignedReID(num_classes=2, backbone="tiny", input_shape=(HEIGHT, WIDTH, 3),
                            local_branch=False)
     os.makedirs(os.path.join(root, "baseline"))
@@ -295,8 +297,6 @@ def build_world(root: str) -> None:
     with open(os.path.join(root, "synthetic", "query", os.listdir(
             os.path.join(root, "synthetic", "query"))[0]), "rb") as f:
         png = f.read()
-    from PIL import Image
-    import io
     jpeg = io.BytesIO()
     Image.open(io.BytesIO(png)).save(jpeg, "JPEG")
     with open(os.path.join(root, "truncated.jpg"), "wb") as f:
@@ -305,7 +305,6 @@ def build_world(root: str) -> None:
         f.write("\n".join([f"--flagfile={REPO}/configs/smoke.flags", f"--data_dir={data_dir}",
                            "--num_identities=2", "--height=32", "--width=16",
                            "--noprogress"]) + "\n")
-    del workdir
 
 
 @pytest.fixture(scope="module")

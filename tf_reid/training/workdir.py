@@ -43,8 +43,9 @@ class WorkdirError(ValueError):
 RUN_FILES = (FLAGS_FILE, MODEL_FILE, METRICS_FILE, CHECKPOINTS, BEST, LOGS)
 
 
-def has_checkpoint(workdir: str) -> bool:
-    return tf.train.latest_checkpoint(os.path.join(workdir, CHECKPOINTS)) is not None
+def latest_checkpoint(workdir: str) -> str | None:
+    """The prefix of the workdir's last epoch checkpoint, or None."""
+    return tf.train.latest_checkpoint(os.path.join(workdir, CHECKPOINTS))
 
 
 def failed_start(workdir: str) -> bool:
@@ -53,7 +54,7 @@ def failed_start(workdir: str) -> bool:
     resume."""
     entries = os.listdir(workdir) if os.path.isdir(workdir) else []
     own = all(name.split(atomic.PARTIAL)[0] in RUN_FILES for name in entries)
-    return bool(entries) and own and not has_checkpoint(workdir)
+    return bool(entries) and own and latest_checkpoint(workdir) is None
 
 
 def prepare(workdir: str, resume: bool) -> bool:
@@ -90,11 +91,11 @@ def undone_on_failed_start(workdir: str) -> Iterator[None]:
     before = set(os.listdir(workdir)) if existed else set()
     flags_path = os.path.join(workdir, FLAGS_FILE)
     flags_text = open(flags_path).read() if os.path.isfile(flags_path) else None
-    checkpoint = tf.train.latest_checkpoint(os.path.join(workdir, CHECKPOINTS))
+    checkpoint = latest_checkpoint(workdir)
     try:
         yield
     except BaseException:
-        if tf.train.latest_checkpoint(os.path.join(workdir, CHECKPOINTS)) == checkpoint:
+        if latest_checkpoint(workdir) == checkpoint:
             for name in set(os.listdir(workdir) if os.path.isdir(workdir) else ()) - before:
                 atomic.remove(os.path.join(workdir, name))
             if flags_text is not None:
