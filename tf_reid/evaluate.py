@@ -7,6 +7,14 @@ re-ranked with --rerank. Prints a table and writes eval.json (default: WORKDIR/e
 The protocol is the one the TFRecords' manifest records: multi-shot, or for CUHK03 converted
 with `--protocol classic` single-gallery-shot (10 seeded random gallery samplings; re-ranking
 runs on the whole gallery before the sampling). A features file carries it along.
+
+`--verification` adds the verification view (fast-reid's): every query x gallery pair is
+"same person?" by thresholding its distance (same-identity same-camera pairs left out), with the
+TPR at FPR 1e-4, 1e-3, 1e-2 and the ROC's AUC of each distance that is not re-ranked, under
+"verification" in eval.json, and a PNG of the distance histograms and ROCs beside it
+(`<output without .json>_verification.png`). Under single-gallery-shot it uses the whole
+gallery: the protocol samples the gallery for ranking only. `--save_train` (with
+--save_features) also stores the training split's features in the file, as split "train".
 """
 
 from __future__ import annotations
@@ -19,11 +27,13 @@ if __name__ == "__main__":
     quiet_tensorflow(sys.argv)
 
 import os  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import Any, Mapping, Sequence  # noqa: E402
 
+import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from tf_reid.evaluation import extract, features_file, protocols, report  # noqa: E402
+from tf_reid.evaluation import (extract, features_file, matching, protocols,  # noqa: E402
+                                report, verification)
 from tf_reid.evaluation.features_file import SplitFeatures  # noqa: E402
 from tf_reid.training import workdir as workdir_lib  # noqa: E402
 from tfrecords_builder import atomic  # noqa: E402
@@ -59,19 +69,26 @@ def define_flags() -> None:
     flags.DEFINE_integer("max_rank", 50, "Length of the CMC curve (>= 10).",
                          lower_bound=10)
     flags.DEFINE_string("save_features", None, "Also write the query/gallery features to this .npz.")
+    flags.DEFINE_bool("save_train", False, "With --save_features: also the training split's "
+                      "features, as split \"train\".")
     flags.DEFINE_string("features", None, "Evaluate features saved with --save_features instead "
                         "of a model.")
     flags.DEFINE_string("output", None, "Where to write the metrics (default: WORKDIR/eval.json, "
                         "or F.eval.json next to --features).")
+    flags.DEFINE_bool("verification", False, "Also TPR at FPR 1e-4/1e-3/1e-2 and AUC of every "
+                      "pair's distance, and their histograms and ROCs as a PNG beside --output.")
     flags.DEFINE_bool("progress", True, "Progress bars.")
 
 
 EVAL_FILE = "eval.json"
+TRAIN_SPLIT = "train"  # the TFRecords split --save_train stores, under the same name
 
 
-def features_from_model(workdir: str) -> tuple[SplitFeatures, SplitFeatures, dict[str, Any]]:
-    """Extracts query and gallery features with the workdir's student; returns also metadata
-    (with the protocol's "single_gallery_shot" settings when the manifest calls for them)."""
+def features_from_model(workdir: str, splits: Sequence[str]
+                        ) -> tuple[dict[str, SplitFeatures], dict[str, Any]]:
+    """Extracts the features of each named TFRecords split with the workdir's student; returns
+    them by split name and metadata (with the protocol's "single_gallery_shot" settings when the
+    manifest calls for them)."""
     model = workdir_lib.load_student(workdir, FLAGS.which, FLAGS.student)
     if FLAGS.local and not model.local_branch:
         raise FlagError(f"--local: the model in {workdir} has no local branch (trained without "
@@ -83,10 +100,10 @@ def features_from_model(workdir: str) -> tuple[SplitFeatures, SplitFeatures, dic
     if not os.path.isdir(data_dir):
         raise DatasetError(f"{data_dir}: no such data_dir (a tools.build_tfrecords output)")
     model_fn = extract.keras_model_fn(model)
-    query, gallery = (extract.extract_split(model_fn, data_dir, split, height, width,
-                                            FLAGS.batch_size, FLAGS.flip, FLAGS.local,
-                                            FLAGS.progress)
-                      for split in features_file.SPLITS)
+    extracted = {split: extract.extract_split(model_fn, data_dir, split, height, width,
+                                              FLAGS.batch_size, FLAGS.flip, FLAGS.local,
+                                              FLAGS.progress)
+                 for split in splits}
     metadata = {"data_dir": os.path.abspath(data_dir), "workdir": os.path.abspath(workdir),
                 "which": FLAGS.which, "student": FLAGS.student, "flip": FLAGS.flip,
                 "checkpoint": workdir_lib.checkpoint_path(workdir, FLAGS.which),
@@ -94,7 +111,28 @@ def features_from_model(workdir: str) -> tuple[SplitFeatures, SplitFeatures, dic
     single_gallery_shot = protocols.single_gallery_shot(read_manifest(data_dir))
     if single_gallery_shot is not None:
         metadata[protocols.SINGLE_GALLERY_SHOT_KEY] = single_gallery_shot
-    return query, gallery, metadata
+    return extracted, metadata
+
+
+def verification_report(distances: Mapping[str, np.ndarray], query: SplitFeatures,
+                        gallery: SplitFeatures, figure: str
+                        ) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """`verification.summary` of each distance that is not re-ranked, its printable table, and
+    the PNG of their histograms and ROCs written to `figure`.
+
+    A re-ranked matrix is left out: it mixes each pair's distance with the overlap of the two
+    images' k-reciprocal neighbourhoods in this gallery, a score for ranking one query's
+    gallery rather than a distance between two images that a threshold could accept.
+    """
+    ids = (query.pids, gallery.pids, query.camids, gallery.camids)
+    pairs = {name: verification.pair_distances(matrix, *ids)
+             for name, matrix in distances.items() if not name.endswith(matching.RERANK)}
+    try:
+        summaries = {name: verification.summary(*pair) for name, pair in pairs.items()}
+    except ValueError as e:  # no different-identity pair (one identity), or a NaN distance
+        raise FlagError(f"--verification: {e}") from None
+    verification.save_figure(pairs, figure)
+    return summaries, verification.table(summaries) + [f"wrote {figure}"]
 
 
 def evaluate() -> list[str]:
@@ -102,6 +140,8 @@ def evaluate() -> list[str]:
         raise FlagError("pass exactly one of --workdir and --features")
     if FLAGS.features and FLAGS.save_features:
         raise FlagError("--save_features needs a model (--workdir), not --features")
+    if FLAGS.save_train and not FLAGS.save_features:
+        raise FlagError("--save_train needs --save_features")
     if FLAGS.features:
         query, gallery = (features_file.load(FLAGS.features, split)
                           for split in features_file.SPLITS)
@@ -113,15 +153,21 @@ def evaluate() -> list[str]:
         output = FLAGS.output or os.path.splitext(FLAGS.features)[0] + ".eval.json"
     else:
         output = FLAGS.output or os.path.join(FLAGS.workdir, EVAL_FILE)
-    for path in (output, FLAGS.save_features):  # replaced when they exist, but never an input
+    figure = output.removesuffix(".json") + "_verification.png" if FLAGS.verification else None
+    # Replaced when they exist, but never an input.
+    for path in (output, FLAGS.save_features, figure):
         if path:
             atomic.check_target(path, True, [FLAGS.features, FLAGS.data_dir])
     if FLAGS.workdir:
-        query, gallery, metadata = features_from_model(FLAGS.workdir)
+        splits = features_file.SPLITS + ((TRAIN_SPLIT,) if FLAGS.save_train else ())
+        extracted, metadata = features_from_model(FLAGS.workdir, splits)
+        query, gallery = (extracted[split] for split in features_file.SPLITS)
     lines = [f"query {len(query)} images, gallery {len(gallery)} images"]
-    if FLAGS.save_features and not FLAGS.features:
-        features_file.save(FLAGS.save_features, {"query": query, "gallery": gallery}, metadata)
-        lines.append(f"wrote {FLAGS.save_features}")
+    if FLAGS.save_features:
+        features_file.save(FLAGS.save_features, extracted, metadata)
+        lines.append(f"wrote {FLAGS.save_features}" + (
+            f" (with split {TRAIN_SPLIT}: {len(extracted[TRAIN_SPLIT])} images)"
+            if FLAGS.save_train else ""))
     if FLAGS.tracklet_pooling:
         if (query.tracklets < 0).any() or (gallery.tracklets < 0).any():
             raise FlagError("--tracklet_pooling needs a video dataset (MARS); these images "
@@ -134,19 +180,28 @@ def evaluate() -> list[str]:
     if single_gallery_shot is not None:
         lines.append(f"single-gallery-shot (CUHK03 classic): {single_gallery_shot['repeats']} "
                      f"random gallery samplings, seed {single_gallery_shot['seed']}")
-    results = report.evaluate_features(
-        query, gallery, local=FLAGS.local, rerank=FLAGS.rerank, max_rank=FLAGS.max_rank,
-        normalize=FLAGS.normalize, local_weight=FLAGS.local_weight, k1=FLAGS.rerank_k1,
-        k2=FLAGS.rerank_k2, lambda_value=FLAGS.rerank_lambda,
-        single_gallery_shot=single_gallery_shot)
+    distances = matching.distances(
+        query, gallery, ("global", "global+local") if FLAGS.local else ("global",),
+        rerank=FLAGS.rerank, normalize=FLAGS.normalize, local_weight=FLAGS.local_weight,
+        k1=FLAGS.rerank_k1, k2=FLAGS.rerank_k2, lambda_value=FLAGS.rerank_lambda)
+    results = report.score_distances(distances, query, gallery, FLAGS.max_rank,
+                                     single_gallery_shot)
+    lines += report.metrics_table(results)
     options = {"local": FLAGS.local, "rerank": FLAGS.rerank, "normalize": FLAGS.normalize,
                "local_weight": FLAGS.local_weight, "max_rank": FLAGS.max_rank,
                "rerank_k1": FLAGS.rerank_k1, "rerank_k2": FLAGS.rerank_k2,
                "rerank_lambda": FLAGS.rerank_lambda, "tracklet_pooling": FLAGS.tracklet_pooling}
     if single_gallery_shot is not None:
         options[protocols.SINGLE_GALLERY_SHOT_KEY] = single_gallery_shot
-    workdir_lib.write_json(output, {"metrics": results, "options": options, "source": metadata})
-    return lines + report.metrics_table(results) + [f"wrote {output}"]
+    evaluation = {"metrics": results, "options": options, "source": metadata}
+    if FLAGS.verification:
+        # Every pair of the whole gallery, also under single-gallery-shot: its sampling is
+        # part of the ranking protocol, and the pairs are what a threshold would decide.
+        evaluation["verification"], table = verification_report(distances, query, gallery,
+                                                                 figure)
+        lines += table
+    workdir_lib.write_json(output, evaluation)
+    return lines + [f"wrote {output}"]
 
 
 def main(argv: list[str]) -> int:

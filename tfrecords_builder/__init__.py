@@ -22,6 +22,7 @@ BUILDERS = {
     "mars": "tfrecords_builder.mars",
     "cuhk01": "tfrecords_builder.cuhk01",
     "synthetic": "tfrecords_builder.synthetic",
+    "list": "tfrecords_builder.list_file",  # your own dataset: a CSV of path,pid,camid,split
 }
 
 

@@ -2,12 +2,19 @@
 
 Converts a ReID dataset, in its released on-disk layout, into identity-sharded TFRecords plus
 `manifest.json`. Protocol options apply to the datasets whose parser takes them; passing one to
-another dataset is an error. See `tfrecords_builder/<dataset>.py` for each layout.
+another dataset is an error, and so is leaving out one its parser requires. See
+`tfrecords_builder/<dataset>.py` for each layout; your own dataset is a CSV list:
+`--dataset=list --data_dir=ROOT --list=FILE.csv` (`tfrecords_builder/list_file.py`).
+What a parser finds suspicious but not fatal (`warnings.warn`) is a `warning:` line on stderr.
 """
 
 from __future__ import annotations
 
+import inspect
+import os
 import sys
+import warnings
+from typing import Any, Callable
 
 if __name__ == "__main__":
     from tf_reid.quiet import quiet_tensorflow
@@ -16,9 +23,9 @@ if __name__ == "__main__":
 
 from absl import app, flags  # noqa: E402
 
-from tfrecords_builder import BUILDERS, cuhk03, mars, parser, writer  # noqa: E402
+from tfrecords_builder import BUILDERS, atomic, cuhk03, mars, parser, writer  # noqa: E402
 from tfrecords_builder.manifest import split_table  # noqa: E402
-from tools.cli import flags_as_keywords, parse_flags, run_reporting  # noqa: E402
+from tools.cli import FlagError, flags_as_keywords, parse_flags, run_reporting  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -52,6 +59,8 @@ def define_flags() -> None:
     flags.DEFINE_integer("split_seed", None, "cuhk01: seed of the train/test identity split.")
     flags.DEFINE_integer("num_train_identities", None, "cuhk01: identities in the train split.",
                          lower_bound=1)
+    flags.DEFINE_string("list", None, "list: CSV of path,pid,camid,split rows, paths relative to "
+                        "--data_dir (an optional header path,pid,camid,split).")
 
 
 # Protocol flag -> keyword of the dataset's parse(); an unset one keeps the parser's default.
@@ -60,7 +69,17 @@ PROTOCOL_FLAGS = {
     "allow_missing": "allow_missing", "cuhk03_source": "source",
     "combine_trainval": "combine_trainval", "mars_gallery": "gallery",
     "split_seed": "split_seed", "num_train_identities": "num_train_identities",
+    "list": "list_file",
 }
+
+
+def check_required(parse: Callable[..., Any], options: dict[str, Any], target: str) -> None:
+    """Raises a FlagError naming the protocol flag that `parse` requires (a parameter after the
+    data folder without a default) and `options` lacks, e.g. --list for --dataset=list."""
+    flag_of = {keyword: flag for flag, keyword in PROTOCOL_FLAGS.items()}
+    for name, parameter in list(inspect.signature(parse).parameters.items())[1:]:
+        if parameter.default is parameter.empty and name not in options:
+            raise FlagError(f"{target} needs --{flag_of.get(name, name)}")
 
 
 def summary_lines(manifest: dict, output_dir: str) -> list[str]:
@@ -75,10 +94,19 @@ def summary_lines(manifest: dict, output_dir: str) -> list[str]:
 
 
 def convert() -> list[str]:
+    # The writer checks its output against the image folder; the list is an input too, and a
+    # list kept in an earlier output must not go when --overwrite replaces that output.
+    atomic.check_target(os.path.abspath(FLAGS.output_dir), FLAGS.overwrite,
+                        [FLAGS.data_dir, FLAGS.list], writer.KIND)
     parse = parser(FLAGS.dataset)
-    options = flags_as_keywords(parse, PROTOCOL_FLAGS, f"--dataset={FLAGS.dataset}",
-                                given_only=True)
-    parsed = parse(FLAGS.data_dir, **options)
+    target = f"--dataset={FLAGS.dataset}"
+    options = flags_as_keywords(parse, PROTOCOL_FLAGS, target, given_only=True)
+    check_required(parse, options, target)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        parsed = parse(FLAGS.data_dir, **options)
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
     manifest = writer.build(parsed, FLAGS.output_dir, FLAGS.records_per_shard, FLAGS.overwrite,
                             FLAGS.skip_bad_images, FLAGS.num_workers, FLAGS.progress)
     return summary_lines(manifest, FLAGS.output_dir)

@@ -3,10 +3,11 @@
 The whole system once, end to end, on the embedded synthetic pedestrians, on the CPU:
 generate the images -> identity-sharded TFRecords -> train a small AlignedReID
 (configs/demo.flags) -> evaluate (rank-1/5/10, mAP; global and global + local, each with and
-without re-ranking) -> export the SavedModel -> embed the gallery and one query through it ->
-build a gallery index and search the query in it -> draw the ranked lists and the CMC curve,
-then a summary: the results next to the chance level of the same split, and where everything
-is. Every stage is the project's own command line, printed before it runs, so a newcomer can
+without re-ranking; the verification view) -> export the SavedModel -> embed the gallery and one
+query through it -> build a gallery index and search the query in it -> draw the ranked lists
+and the CMC curve, a t-SNE of train vs test features, and how AlignedReID aligns a query with
+its true match, then a summary: the results next to the chance level of the same split, and
+where everything is. Every stage is the project's own command line, printed before it runs, so a newcomer can
 run each by hand. A stage whose output exists is reused (outputs are written atomically, so
 an existing one is complete); training always runs with --resume, so a killed demo continues
 from its last checkpoint and a finished one is not retrained. `make clean-demo` starts over.
@@ -47,12 +48,15 @@ TFRECORDS = f"{DATA}/tfrecords"
 RUN = "runs/demo"  # the workdir of configs/demo.flags
 FEATURES = f"{RUN}/features.npz"
 EVAL = f"{RUN}/eval.json"
+VERIFICATION = f"{RUN}/eval_verification.png"
 SAVED_MODEL = f"{RUN}/exports/tf_reid/1"
 GALLERY = f"{RUN}/gallery_embeddings.npz"
 QUERY = f"{RUN}/query_embedding.npz"
 INDEX = f"{RUN}/index"
 SEARCH = f"{RUN}/search.json"
 RANKS = f"{RUN}/ranks"
+EMBEDDINGS = f"{RUN}/embeddings"
+ALIGNMENT = f"{RUN}/alignment.png"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +78,17 @@ def first_query() -> str:
     return sorted(glob.glob(f"{IMAGES}/query/*"))[0]
 
 
+def true_match() -> tuple[int, int]:
+    """(query 0, its first gallery image of the same identity from another camera): the pair
+    whose alignment the demo draws."""
+    from tf_reid.evaluation import features_file
+
+    query, gallery = (features_file.load(FEATURES, split, with_local=False)
+                      for split in features_file.SPLITS)
+    matches = (gallery.pids == query.pids[0]) & (gallery.camids != query.camids[0])
+    return 0, int(matches.argmax())
+
+
 STAGES = (
     Stage("generate the synthetic pedestrians", "tools.generate_synthetic",
           lambda: ["--output_dir", IMAGES], (IMAGES,)),
@@ -82,9 +97,10 @@ STAGES = (
                    "--records_per_shard", "500"], (f"{TFRECORDS}/manifest.json",)),
     Stage("train AlignedReID on the CPU (a killed run resumes; a finished one is kept)",
           "tf_reid.train", lambda: ["--flagfile=configs/demo.flags", "--resume"]),
-    Stage("evaluate: global and global + local distances, with and without re-ranking",
-          "tf_reid.evaluate", lambda: ["--workdir", RUN, "--local", "--rerank",
-                                       "--save_features", FEATURES], (EVAL, FEATURES)),
+    Stage("evaluate: global and global + local distances, with and without re-ranking; "
+          "the verification view", "tf_reid.evaluate",
+          lambda: ["--workdir", RUN, "--local", "--rerank", "--verification", "--save_features",
+                   FEATURES, "--save_train"], (EVAL, FEATURES, VERIFICATION)),
     Stage("export the SavedModel (TensorFlow Serving layout)", "tools.export_saved_model",
           lambda: ["--workdir", RUN, "--export_dir", os.path.dirname(os.path.dirname(SAVED_MODEL)),
                    "--model_name", "tf_reid", "--version", "1"], (SAVED_MODEL,)),
@@ -102,6 +118,13 @@ STAGES = (
     Stage("draw ranked lists and the CMC curve", "tools.visualize_ranks",
           lambda: ["--features", FEATURES, "--output_dir", RANKS, "--num_queries", "8",
                    "--local"], (f"{RANKS}/ranks.png", f"{RANKS}/cmc.png")),
+    Stage("draw a t-SNE of the train and test features", "tools.visualize_embeddings",
+          lambda: ["--features", FEATURES, "--output_dir", EMBEDDINGS],
+          (f"{EMBEDDINGS}/embeddings.png",)),
+    Stage("draw how the first query's stripes align with its true match's",
+          "tools.visualize_alignment",
+          lambda: ["--workdir", RUN, "--query", str(true_match()[0]), "--gallery",
+                   str(true_match()[1]), "--output", ALIGNMENT], (ALIGNMENT,)),
 )
 
 ARTEFACTS = (  # (what, where), for the summary
@@ -114,6 +137,9 @@ ARTEFACTS = (  # (what, where), for the summary
     ("search result", SEARCH),
     ("ranked lists", f"{RANKS}/ranks.png"),
     ("CMC curve", f"{RANKS}/cmc.png"),
+    ("verification", VERIFICATION),
+    ("t-SNE, train vs test", f"{EMBEDDINGS}/embeddings.png"),
+    ("alignment of a pair", ALIGNMENT),
 )
 
 

@@ -1,5 +1,6 @@
-"""The evaluation CLI end to end: a tiny workdir on synthetic TFRecords, saved features, errors,
-and the same images as CUHK03-classic TFRecords, scored single-gallery-shot."""
+"""The evaluation CLI end to end: a tiny workdir on synthetic TFRecords, saved features (with the
+train split), their verification view, and the same images as CUHK03-classic TFRecords, scored
+single-gallery-shot."""
 
 from __future__ import annotations
 
@@ -10,18 +11,21 @@ import sys
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from tests.conftest import REPO
 from tests.tf_reid.evaluation.conftest import (make_classic_tfrecords, make_tfrecords,
                                                make_workdir, reference_single_gallery_shot,
                                                tiny_model)
 from tests.tf_reid.evaluation.references import re_ranking_dense
-from tf_reid.evaluation import extract, features_file
+from tf_reid.evaluation import extract, features_file, verification
 from tf_reid.training.workdir import load_students
+from tfrecords_builder import synthetic
 
 NOISE = ("absl::InitializeLog", "cudart_stub", "cuInit", "cpu_feature_guard", "oneDNN")
 VARIANTS = ["global", "global+rerank", "global+local", "global+local+rerank"]
 KEYS = {"rank1", "rank5", "rank10", "mAP", "mINP", "num_query", "skipped_queries"}
+FPR_KEYS = ["1e-04", "1e-03", "1e-02"]  # the default FPRs of --verification, in table order
 
 
 def start(*args: str) -> subprocess.Popen:
@@ -34,10 +38,20 @@ def finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
+def finished(evaluated: dict, name: str) -> subprocess.CompletedProcess:
+    """The result of the fixture's command left running as `name`, waited for once (several
+    tests read it)."""
+    done = evaluated["done"]
+    if name not in done:
+        done[name] = finish(evaluated[name])
+    return done[name]
+
+
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory):
-    """Runs the CLI on a tiny workdir (and, meanwhile, with the same model on CUHK03-classic
-    TFRecords of the same images); then on its features (bad input: tests/tools/test_bad_input.py).
+    """Runs the CLI on a tiny workdir, saving the train split too (and, meanwhile, with the same
+    model on CUHK03-classic TFRecords of the same images); then on its features (bad input:
+    tests/tools/test_bad_input.py). The last two also report the verification view.
 
     The command lines overlap in time (each spends seconds importing TensorFlow); the last two,
     evaluating the saved features and the classic TFRecords, are left running for the tests
@@ -50,14 +64,16 @@ def evaluated(tmp_path_factory):
     features = root / "features.npz"
     classic = start(f"--workdir={workdir}", f"--data_dir={classic_dir}", "--rerank",
                     "--rerank_k1=4", "--rerank_k2=2", f"--save_features={root / 'classic.npz'}",
-                    f"--output={root / 'classic.json'}", "--batch_size=24", "--noprogress")
+                    f"--output={root / 'classic.json'}", "--batch_size=24", "--noprogress",
+                    "--verification")
     result = finish(start(f"--workdir={workdir}", "--flip", "--local", "--rerank",
                           "--rerank_k1=4", "--rerank_k2=2", f"--save_features={features}",
-                          "--batch_size=5"))
+                          "--save_train", "--batch_size=5"))
     assert result.returncode == 0, result.stderr
-    again = start(f"--features={features}", "--local", f"--output={root / 'again.json'}")
+    again = start(f"--features={features}", "--local", f"--output={root / 'again.json'}",
+                  "--verification")
     yield {"root": root, "workdir": workdir, "features": features, "result": result,
-           "again": again, "classic": classic}
+           "again": again, "classic": classic, "done": {}}
     for process in (again, classic):  # reaped even when their tests were skipped
         process.wait(timeout=300)
         process.stdout.close()
@@ -74,9 +90,11 @@ def test_cli_writes_eval_json_and_prints_a_table(evaluated):
         assert 0 < row["mINP"] <= 1 and 0 < row["mAP"] <= 1
         assert row["rank1"] <= row["rank5"] <= row["rank10"]
     assert report["options"]["rerank_k1"] == 4 and report["source"]["flip"] is True
+    assert "verification" not in report  # only when asked
     lines = result.stdout.splitlines()
     assert lines[0] == "query 8 images, gallery 16 images"
-    assert lines[1] == f"wrote {features}"
+    # 2 training identities x 2 cameras x 3 images.
+    assert lines[1] == f"wrote {features} (with split train: 12 images)"
     assert lines[2].split() == ["distance", "rank-1", "rank-5", "rank-10", "mAP", "mINP"]
     # Rows in table order, each the eval.json numbers in %.
     for line, name in zip(lines[3:7], VARIANTS):
@@ -96,16 +114,24 @@ def test_saved_features_are_the_restored_models_and_round_trip(evaluated):
     metadata = features_file.load_metadata(str(features))
     assert metadata["data_dir"] == str(root / "data") and metadata["flip"] is True
     assert "single_gallery_shot" not in metadata  # synthetic data: multi-shot
+    assert metadata["splits"] == {"query": "query", "gallery": "gallery", "train": "train"}
+    # --save_train: the train split's images, each once, with their own pids and cameras.
+    train = features_file.load(str(features), "train")
+    records = [r for r in synthetic.parse(str(root / "synthetic")).records if r.split == "train"]
+    assert sorted(zip(train.paths.tolist(), train.pids.tolist(), train.camids.tolist())) == \
+        sorted((r.path, r.pid, r.camid) for r in records)
+    assert len(records) == 12 and train.local.shape == (12, 4, 128)
     # The same numbers as extracting here with the checkpoint restored by the library.
     model_fn = extract.keras_model_fn(load_students(str(workdir))[0])
-    want = extract.extract_split(model_fn, str(root / "data"), "gallery", 32, 16, flip=True,
-                                 progress=False)
-    np.testing.assert_allclose(gallery.global_, want.global_, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(gallery.local, want.local, rtol=1e-5, atol=1e-5)
-    assert gallery.paths.tolist() == want.paths.tolist()
+    for split, saved in (("gallery", gallery), ("train", train)):
+        want = extract.extract_split(model_fn, str(root / "data"), split, 32, 16, flip=True,
+                                     progress=False)
+        np.testing.assert_allclose(saved.global_, want.global_, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(saved.local, want.local, rtol=1e-5, atol=1e-5)
+        assert saved.paths.tolist() == want.paths.tolist()
 
-    # Evaluating the saved file needs no model and reproduces the metrics.
-    result = finish(evaluated["again"])
+    # Evaluating the saved file (train split and all) needs no model and reproduces the metrics.
+    result = finished(evaluated, "again")
     assert result.returncode == 0, result.stderr
     again = json.loads((root / "again.json").read_text())["metrics"]
     first = json.loads((root / "workdir" / "eval.json").read_text())["metrics"]
@@ -121,9 +147,73 @@ def loop_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.array([[np.sqrt(np.sum((x - y) ** 2)) for y in b] for x in a.astype(np.float64)])
 
 
+def loop_pairs(dist, query, gallery) -> tuple[list[float], list[float]]:
+    """(positive, negative) pair distances, one pair at a time: same pid in another camera,
+    different pid; same pid in the same camera is left out."""
+    positives, negatives = [], []
+    for q, g in np.ndindex(dist.shape):
+        if query.pids[q] != gallery.pids[g]:
+            negatives.append(dist[q, g])
+        elif query.camids[q] != gallery.camids[g]:
+            positives.append(dist[q, g])
+    return positives, negatives
+
+
+def assert_summary(got: dict, positives: list[float], negatives: list[float]) -> None:
+    """`got` (from eval.json) is `verification.summary` of these pairs, up to float32 rounding."""
+    want = verification.summary(np.array(positives), np.array(negatives))
+    assert got["tpr_at_fpr"] == pytest.approx(want.pop("tpr_at_fpr"), abs=1e-6)
+    assert {k: v for k, v in got.items() if k != "tpr_at_fpr"} == pytest.approx(want, abs=1e-6)
+
+
+def assert_png(path: pathlib.Path, rows: int) -> None:
+    """`path` is a PNG with something drawn, about `rows` rows of two plots in size."""
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        width, height = image.size
+        assert width > 500 and height > 250 * rows
+        low, high = image.convert("L").getextrema()
+        assert high - low > 100
+
+
+def test_verification_of_the_saved_features(evaluated):
+    root = evaluated["root"]
+    result = finished(evaluated, "again")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((root / "again.json").read_text())
+    assert list(report["verification"]) == ["global", "global+local"]
+    for row in report["verification"].values():
+        # Per query (pid p, camera c) the gallery holds 2 images of p in c (left out), 2 of p
+        # in the other camera (positives) and 4 x 3 of the other identities (negatives).
+        assert (row["num_positive"], row["num_negative"]) == (8 * 2, 8 * 12)
+        assert set(row["tpr_at_fpr"]) == set(FPR_KEYS)  # eval.json sorts keys
+        assert 0 <= row["auc"] <= 1
+    # The global numbers from the saved features, computed here one pair at a time.
+    query, gallery = (features_file.load(str(evaluated["features"]), s)
+                      for s in ("query", "gallery"))
+    positives, negatives = loop_pairs(loop_distances(query.global_, gallery.global_), query,
+                                      gallery)
+    assert_summary(report["verification"]["global"], positives, negatives)
+    # global+local adds a positive local distance to every pair.
+    for key in ("positive_mean", "negative_mean"):
+        assert report["verification"]["global+local"][key] > report["verification"]["global"][key]
+
+    lines = result.stdout.splitlines()
+    start = lines.index("verification (%)")
+    assert lines[start + 1].split() == ["distance", "TPR@1e-04", "TPR@1e-03", "TPR@1e-02", "AUC"]
+    for line, name in zip(lines[start + 2:start + 4], ["global", "global+local"]):
+        row = report["verification"][name]
+        assert line.split() == [name] + [f"{100 * v:.2f}" for v in
+                                         [*(row["tpr_at_fpr"][k] for k in FPR_KEYS), row["auc"]]]
+    assert lines[start + 4] == "pairs: 16 positive (same identity, other camera), 96 negative"
+    assert lines[-2:] == [f"wrote {root / 'again_verification.png'}",
+                          f"wrote {root / 'again.json'}"]
+    assert_png(root / "again_verification.png", rows=2)
+
+
 def test_cuhk03_classic_is_scored_single_gallery_shot(evaluated):
     root = evaluated["root"]
-    result = finish(evaluated["classic"])
+    result = finished(evaluated, "classic")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[:3] == ["query 24 images, gallery 24 images", f"wrote {root / 'classic.npz'}",
@@ -159,3 +249,14 @@ def test_cuhk03_classic_is_scored_single_gallery_shot(evaluated):
         assert report["metrics"][name] == pytest.approx({
             "rank1": cmc[0], "rank5": cmc[4], "rank10": cmc[9], "mAP": mean_ap,
             "mINP": mean_ap, "num_query": 24, "skipped_queries": 0}, abs=1e-9), name
+
+    # Verification: the whole gallery, not a sample, and no re-ranked matrix. Per query (pid p,
+    # camera c): 3 images of p in c left out (itself included), 3 in the other camera
+    # positive, 3 x 6 of the other identities negative.
+    assert list(report["verification"]) == ["global"]
+    positives, negatives = loop_pairs(dist, query, gallery)
+    assert (len(positives), len(negatives)) == (24 * 3, 24 * 18)
+    assert_summary(report["verification"]["global"], positives, negatives)
+    assert lines[-2:] == [f"wrote {root / 'classic_verification.png'}",
+                          f"wrote {root / 'classic.json'}"]
+    assert_png(root / "classic_verification.png", rows=1)

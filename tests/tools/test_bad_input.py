@@ -72,6 +72,10 @@ CASES = {
         "tools.search", ["--index=index", "--queries=feats/features.npz",
                          "--output=feats/features.npz"],
         "feats/features.npz: the output is the input"),
+    "alignment_over_its_manifest": (
+        "tools.visualize_alignment", ["--workdir=workdir", "--query=0", "--gallery=0",
+                                      "--output=data/manifest.json"],
+        "data/manifest.json: the output is the input {root}/data/manifest.json"),
     "eval_json_over_the_features": (
         "tf_reid.evaluate", ["--features=feats/features.npz", "--output=feats/features.npz"],
         "feats/features.npz: the output is the input"),
@@ -119,6 +123,14 @@ CASES = {
     "visualize_zero_top_k": (
         "tools.visualize_ranks", ["--features=feats/features.npz", "--output_dir=out",
                                   "--top_k=0"], "--top_k=0"),
+    "alignment_index_out_of_range": (
+        "tools.visualize_alignment", ["--workdir=workdir", "--query=8", "--gallery=0",
+                                      "--output=out.png"],
+        "--query=8 out of range: the 'query' split of {root}/data has 8 images"),
+    "alignment_of_a_baseline": (
+        "tools.visualize_alignment", ["--workdir=baseline", "--query=0", "--gallery=0",
+                                      "--output=out.png"],
+        "baseline: student 0 has no local branch"),
     "export_negative_student": (
         "tools.export_saved_model", ["--workdir=workdir", "--export_dir=out", "--student=-1"],
         "--student=-1"),
@@ -179,6 +191,32 @@ CASES = {
         # Pair 2 is absent from ../shared; the first listed entry of it is 2_001_1_01.png.
         f"{SHARED}/data/cuhk03/images_labeled/2_001_1_01.png: missing image listed in "
         "cuhk03_new_protocol_config_labeled.mat (pass --allow_missing"),
+    "list_pid_not_an_integer": (
+        "tools.build_tfrecords", ["--dataset=list", "--data_dir=own", "--list=own/pid.csv",
+                                  "--output_dir=out"],
+        "own/pid.csv:2: pid 'x' is not an integer"),
+    "list_unknown_split": (
+        "tools.build_tfrecords", ["--dataset=list", "--data_dir=own", "--list=own/split.csv",
+                                  "--output_dir=out"],
+        "own/split.csv:1: unknown split 'probe' (expected train, query, gallery)"),
+    "list_missing_image": (
+        "tools.build_tfrecords", ["--dataset=list", "--data_dir=own", "--list=own/image.csv",
+                                  "--output_dir=out"],
+        "own/image.csv:2: missing image own/images/2.jpg"),
+    "list_inside_its_output": (  # --overwrite would replace the folder holding the list
+        "tools.build_tfrecords", ["--dataset=list", "--data_dir=own", "--list=data/own.csv",
+                                  "--output_dir=data", "--overwrite"],
+        "the output contains the input data/own.csv"),
+    "list_flag_of_another_dataset": (
+        "tools.build_tfrecords", ["--dataset=market1501", "--data_dir=market/nothing",
+                                  "--output_dir=out", "--list=own/pid.csv"],
+        "--list does not apply to --dataset=market1501"),
+    "evaluate_save_train_without_save_features": (
+        "tf_reid.evaluate", ["--features=feats/features.npz", "--save_train"],
+        "--save_train needs --save_features"),
+    "embeddings_non_finite": (
+        "tools.visualize_embeddings", ["--features=nan.npz", "--output_dir=out"],
+        "the test split of nan.npz holds non-finite features"),
     # 7. One line, not a traceback.
     "tfrecords_unwritable": (
         "tools.build_tfrecords", ["--dataset=synthetic", "--data_dir=synthetic",
@@ -246,12 +284,26 @@ def market_layouts(root: str) -> None:
         f.write(b"\x89PNG\r\n\x1a\nbroken")
 
 
+def list_layouts(root: str) -> None:
+    """root/own: one image and CSV lists for --dataset=list, each with one bad row."""
+    write_images(os.path.join(root, "own"), ["images/1.jpg"])
+    lists = {"pid.csv": "path,pid,camid,split\nimages/1.jpg,x,0,train\n",
+             "split.csv": "images/1.jpg,1,0,probe\n",
+             "image.csv": "images/1.jpg,1,0,train\nimages/2.jpg,1,1,query\n"}
+    for name, text in lists.items():
+        with open(os.path.join(root, "own", name), "w") as f:
+            f.write(text)
+
+
 def build_world(root: str) -> None:
     """The inputs every case reads, written through the library (no command line)."""
     from tf_reid.export import saved_model
 
     market_layouts(root)
+    list_layouts(root)
     data_dir = make_tfrecords(root)  # root/synthetic (images) and root/data (TFRecords)
+    with open(os.path.join(data_dir, "own.csv"), "w") as f:  # a list kept in an output
+        f.write("images/1.jpg,1,0,train\n")
     model = tiny_model(1)
     make_workdir(root, data_dir, model)
     baseline = AlignedReID(num_classes=2, backbone="tiny", input_shape=(HEIGHT, WIDTH, 3),

@@ -4,6 +4,7 @@
 AlignedReID's global + local distance (Zhang et al. 2017, arXiv:1711.08184, Sec. 4), each
 optionally k-reciprocal re-ranked (`matching.distances`), and scores each under the dataset's
 protocol (`protocols.score`: multi-shot, or CUHK03 classic's single-gallery-shot).
+`score_distances` does the scoring alone, for a caller that computed the distances itself.
 """
 
 from __future__ import annotations
@@ -68,6 +69,24 @@ def evaluate_features(query: SplitFeatures, gallery: SplitFeatures, local: bool 
     names = ("global", "global+local") if local else ("global",)
     distances = matching.distances(query, gallery, names, rerank, normalize, local_weight, k1,
                                    k2, lambda_value)
+    return score_distances(distances, query, gallery, max_rank, single_gallery_shot)
+
+
+def score_distances(distances: Mapping[str, np.ndarray], query: SplitFeatures,
+                    gallery: SplitFeatures, max_rank: int = 50,
+                    single_gallery_shot: Mapping[str, int] | None = None
+                    ) -> dict[str, dict[str, float | int]]:
+    """Retrieval metrics of distance matrices already computed (for a caller that also uses
+    them otherwise, as `tf_reid.evaluate --verification` does).
+
+    Args:
+      distances: {variant: [Q, G] distances}, as `matching.distances` returns them.
+      query, gallery: the features they were computed from (pids and camids are used).
+      max_rank, single_gallery_shot: as `_rank_metrics`.
+
+    Returns:
+      {variant: `_rank_metrics` dict}, in the order of `distances`.
+    """
     return {name: _rank_metrics(d, query, gallery, max_rank, single_gallery_shot)
             for name, d in distances.items()}
 
