@@ -150,7 +150,7 @@ def train_config(variant: str, seed: int, data_dir: str, workdir: str, weights: 
     losses, students = VARIANTS[variant]
     decay = [int(e) for e in FLAGS.decay_epochs] or [round(0.75 * FLAGS.epochs)]
     return loop.TrainConfig(
-        data_dir=data_dir, workdir=workdir,
+        data_dirs=(data_dir,), workdir=workdir,
         model=dict(backbone="mobilenet_v2",
                    backbone_options={"weights": weights, "torch_padding": True},
                    input_shape=(FLAGS.height, FLAGS.width, 3)),
@@ -171,6 +171,10 @@ def check_settings(config: loop.TrainConfig) -> bool:
       Whether the workdir already held this run (which then continues from its last checkpoint).
     """
     settings = json.loads(json.dumps(dataclasses.asdict(config)))
+    # Recorded as before joint training existed (one data_dir, no sampling), so that runs of
+    # earlier sessions are still recognised and resumed.
+    settings["data_dir"] = settings.pop("data_dirs")[0]
+    del settings["sampling"]
     path = os.path.join(config.workdir, SETTINGS_FILE)
     existed = os.path.isfile(path)
     if existed:

@@ -7,6 +7,13 @@ A non-empty workdir is refused unless --resume, which continues from the last ch
 the same step, optimiser state and data position (only --epochs and reporting flags may change).
 A run that fails before its first checkpoint leaves the workdir as it found it (and a killed one's
 leftovers are cleared by the next run), so the corrected command simply runs.
+
+Joint training (as AlignedReID trains on Market-1501, CUHK03, MARS and CUHK-SYSU at once):
+`--data_dir=data/market1501,data/cuhk03` trains one model on the union of the training
+identities, each dataset's labels offset by the identities before it (recorded in model.json,
+"training_sets"); evaluation reports each dataset under its own protocol and their mean, which
+decides the best checkpoint. `--joint_sampling=equal` draws as many identities from each dataset
+per epoch (the smallest one's count) instead of every identity once.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import os  # noqa: E402
 
 from absl import app, flags  # noqa: E402
 
-from tf_reid.data import augment  # noqa: E402
+from tf_reid.data import augment, pk  # noqa: E402
 from tf_reid.losses.metric import METRIC_LOSSES  # noqa: E402
 from tf_reid.models.aligned_reid import POOLINGS  # noqa: E402
 from tf_reid.models.backbones import BACKBONES  # noqa: E402
@@ -42,7 +49,11 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
     """The command's flags (see `tools.cli`)."""
     # Data and run.
-    flags.DEFINE_string("data_dir", None, "TFRecords folder written by tools.build_tfrecords.")
+    flags.DEFINE_list("data_dir", None, "TFRecords folder written by tools.build_tfrecords; "
+                      "several, comma-separated, for joint training.")
+    flags.DEFINE_enum("joint_sampling", "identities", list(pk.SAMPLINGS),
+                      "Joint training: every identity of every dataset once per epoch, or as "
+                      "many identities from each dataset (the smallest dataset's count).")
     flags.DEFINE_string("workdir", None,
                         "Folder of this run (created; must be empty unless --resume).")
     flags.DEFINE_bool("resume", False, "Continue the run in --workdir from its last checkpoint.")
@@ -181,7 +192,7 @@ def batch_errors(values: dict[str, object], train_identities: int,
         per_step = (f" x {replicas} replicas = {values['num_identities'] * replicas} identities "
                     "per step," if replicas > 1 else "")
         errors.append(f"--num_identities={values['num_identities']}:{per_step} more than the "
-                      f"{train_identities} training identities of --data_dir")
+                      f"{train_identities} training identities an epoch draws from --data_dir")
     return errors
 
 
@@ -204,7 +215,8 @@ def recorded_flags(values: dict[str, object]) -> dict[str, object]:
             continue
         if name in PATH_FLAGS and value and not (name == "backbone_weights" and
                                                  value == "imagenet"):
-            value = os.path.abspath(value)
+            value = ([os.path.abspath(v) for v in value] if isinstance(value, list)
+                     else os.path.abspath(value))
         recorded[name] = value
     return recorded
 
@@ -252,7 +264,7 @@ def config_from_flags() -> loop.TrainConfig:
     backbone_options = flags_as_keywords(BACKBONES[FLAGS.backbone], BACKBONE_FLAGS,
                                          f"--backbone={FLAGS.backbone}")
     return loop.TrainConfig(
-        data_dir=FLAGS.data_dir, workdir=FLAGS.workdir,
+        data_dirs=tuple(FLAGS.data_dir), sampling=FLAGS.joint_sampling, workdir=FLAGS.workdir,
         model=dict(backbone=FLAGS.backbone, backbone_options=backbone_options,
                    input_shape=(FLAGS.height, FLAGS.width, 3), embedding_dim=FLAGS.embedding_dim,
                    bn_neck=FLAGS.bn_neck, local_channels=FLAGS.local_channels,
@@ -281,8 +293,8 @@ def check_flags(values: dict[str, object], replicas: int = 1) -> None:
     """Every impossible or meaningless numeric setting, in one FlagError, before any work."""
     errors = range_errors(values)
     if not errors:
-        manifest = read_manifest(FLAGS.data_dir)
-        errors = batch_errors(values, manifest["splits"]["train"]["identities"], replicas)
+        sets = pk.training_sets(FLAGS.data_dir)
+        errors = batch_errors(values, pk.pass_identities(sets, FLAGS.joint_sampling), replicas)
     if errors:
         raise FlagError("; ".join(errors))
 

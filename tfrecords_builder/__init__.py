@@ -21,6 +21,9 @@ BUILDERS = {
     "msmt17": "tfrecords_builder.msmt17",
     "mars": "tfrecords_builder.mars",
     "cuhk01": "tfrecords_builder.cuhk01",
+    "viper": "tfrecords_builder.viper",
+    "prid2011": "tfrecords_builder.prid2011",
+    "ilidsvid": "tfrecords_builder.ilidsvid",
     "synthetic": "tfrecords_builder.synthetic",
     "list": "tfrecords_builder.list_file",  # your own dataset: a CSV of path,pid,camid,split
 }

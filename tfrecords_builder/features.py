@@ -53,7 +53,10 @@ def serialize(image: bytes, image_format: str, height: int, width: int, path: st
         WIDTH: _int(width), PATH: _bytes(path.encode()), PID: _int(pid), LABEL: _int(label),
         CAMID: _int(camid), TRACKLET: _int(tracklet), FRAME: _int(frame),
     }
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    # Deterministic: map entries in key order, so the same records give the same shard bytes
+    # (and manifest checksums) in every process.
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(
+        deterministic=True)
 
 
 def parse(serialized: tf.Tensor) -> dict[str, tf.Tensor]:

@@ -1,6 +1,7 @@
 """`manifest.json`, the description of a TFRecord output: written by the writer, read by the rest.
 
-Keys: "format_version", "dataset", "source", "protocol", "splits" (per split: "images",
+Keys: "format_version", "dataset", "source", "protocol", "splits" (train, query, gallery and any
+optional split such as multi_query; GAN samples: "generated" alone; per split: "images",
 "identities", "cameras", ["tracklets"], "shards": [{"file", "records", "sha256"}]),
 "num_classes", "label_map" ({str(pid): label}), "missing", "bad_images", "options".
 
@@ -14,7 +15,7 @@ import json
 import os
 from typing import Any
 
-from tfrecords_builder.records import SPLITS, DatasetError
+from tfrecords_builder.records import OPTIONAL_SPLITS, SPLITS, DatasetError
 
 MANIFEST = "manifest.json"
 
@@ -40,9 +41,11 @@ def read_manifest(output_dir: str) -> dict[str, Any]:
 
 def split_table(manifest: dict[str, Any]) -> list[str]:
     """Per-split images / identities / cameras / shards of a manifest, as printable lines."""
-    lines = [f"{'split':8} {'images':>8} {'ids':>6} {'cams':>5} {'shards':>6}"]
-    for name in SPLITS:
+    names = tuple(name for name in SPLITS + OPTIONAL_SPLITS if name in manifest["splits"])
+    width = max(8, *(len(name) for name in names))
+    lines = [f"{'split':{width}} {'images':>8} {'ids':>6} {'cams':>5} {'shards':>6}"]
+    for name in names:
         s = manifest["splits"][name]
-        lines.append(f"{name:8} {s['images']:8d} {s['identities']:6d} {s['cameras']:5d} "
+        lines.append(f"{name:{width}} {s['images']:8d} {s['identities']:6d} {s['cameras']:5d} "
                      f"{len(s['shards']):6d}")
     return lines

@@ -7,6 +7,16 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 SPLITS = ("train", "query", "gallery")
+# The split of extra query images a multi-query protocol pools per query (Market-1501's hand-drawn
+# gt_bbox/ boxes, `tf_reid.evaluate --multi_query`).
+MULTI_QUERY = "multi_query"
+# The split of GAN-generated images of nobody (`tools.generate_gan_samples`; Zheng et al. 2017,
+# arXiv 1701.07717), whose records have pid and camid NO_IDENTITY (and label -1, as outside
+# "train"). An output may hold this split alone.
+GENERATED = "generated"
+NO_IDENTITY = -1  # no real identity has it (the junk pid of Market-1501 and MARS)
+# Splits a dataset may have beside SPLITS; the writer writes each one that has records.
+OPTIONAL_SPLITS = (MULTI_QUERY, GENERATED)
 
 
 class DatasetError(Exception):
@@ -26,7 +36,7 @@ class Record:
         a container such as `cuhk-03.mat`).
       pid: the dataset's own identity number (0 = distractor in Market-style galleries).
       camid: 0-based camera index, unique within the dataset.
-      split: "train", "query" or "gallery".
+      split: "train", "query", "gallery" or (optional) "multi_query" or "generated".
       tracklet: video tracklet id (-1 for image datasets).
       frame: frame index inside the tracklet (-1 for image datasets).
     """

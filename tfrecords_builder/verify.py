@@ -11,7 +11,6 @@ import tensorflow as tf
 from tfrecords_builder import atomic, features
 from tfrecords_builder.images import op_error
 from tfrecords_builder.manifest import MANIFEST, read_manifest
-from tfrecords_builder.records import SPLITS
 
 
 def read_shard(path: str) -> list[dict[str, Any]]:
@@ -90,7 +89,7 @@ def verify(output_dir: str, samples: int = 8) -> tuple[dict[str, Any], list[str]
     labels = sorted(manifest["label_map"].values())
     if labels != list(range(len(labels))):
         problems.append(f"{output_dir}/{MANIFEST}: train labels are not 0..C-1")
-    for name in SPLITS:
+    for name in manifest["splits"]:  # optional splits (multi_query, generated) too
         problems += verify_split(output_dir, name, manifest["splits"][name],
                                  manifest["label_map"], samples)
     return manifest, problems

@@ -2,6 +2,8 @@
 
 Output layout (`OUT/`):
   train-00000-of-00004.tfrecord ...   query-*.tfrecord   gallery-*.tfrecord   manifest.json
+  (and multi_query-*.tfrecord when the dataset has that optional split; GAN samples are an
+  output of generated-*.tfrecord alone)
 
 The run writes into `OUT.partial-<pid>` and renames it to `OUT` only when everything,
 manifest included, is on disk (`atomic.folder`), so an interrupted run leaves nothing that looks
@@ -20,7 +22,8 @@ from tqdm import tqdm
 
 from tfrecords_builder import atomic, features, images
 from tfrecords_builder.manifest import write_manifest
-from tfrecords_builder.records import SPLITS, DatasetError, ParsedDataset, Record, sort_key
+from tfrecords_builder.records import (GENERATED, OPTIONAL_SPLITS, SPLITS, DatasetError,
+                                      ParsedDataset, Record, sort_key)
 
 KIND = "tfrecords"  # the output's marker (`atomic.check_target`)
 
@@ -137,10 +140,14 @@ def _error_of(parsed: ParsedDataset,
 
 
 def _check_splits(parsed: ParsedDataset) -> dict[str, tuple[Record, ...]]:
-    parts = {name: parsed.of(name) for name in SPLITS}
+    """The records of every split to write: each of SPLITS (none may be empty; none at all for
+    GAN samples, GENERATED records only), then each of OPTIONAL_SPLITS that has records."""
+    alone = bool(parsed.records) and all(r.split == GENERATED for r in parsed.records)
+    parts = {} if alone else {name: parsed.of(name) for name in SPLITS}
     for name, records in parts.items():
         if not records:
             raise DatasetError(f"{parsed.source}: empty split '{name}' (no {name} images found)")
+    parts.update((name, records) for name in OPTIONAL_SPLITS if (records := parsed.of(name)))
     return parts
 
 
@@ -180,14 +187,14 @@ def build(parsed: ParsedDataset, output_dir: str, records_per_shard: int = 1000,
 def _write_partial(parsed: ParsedDataset, plans: dict[str, list[list[Record]]], partial: str,
                    skip_bad_images: bool, num_workers: int | None,
                    progress: bool) -> dict[str, Any]:
-    ordered = [r for name in SPLITS for shard in plans[name] for r in shard]
+    ordered = [r for name in plans for shard in plans[name] for r in shard]
     label_map: dict[int, int] = {}
     bad: list[dict[str, str]] = []
     summary: dict[str, Any] = {}
     with tqdm(total=len(ordered), desc=f"{parsed.dataset} -> tfrecords", unit="img",
               disable=None if progress else True, leave=False) as bar:
         loaded = load_records(parsed, ordered, num_workers)
-        for name in SPLITS:
+        for name in plans:
             kept: list[Record] = []
             shards = []
             for index, shard in enumerate(plans[name]):

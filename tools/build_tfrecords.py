@@ -50,13 +50,15 @@ def define_flags() -> None:
     flags.DEFINE_enum("box_type", None, cuhk03.BOX_TYPES, "cuhk03: labeled or detected boxes.")
     flags.DEFINE_enum("protocol", None, cuhk03.PROTOCOLS,
                       "cuhk03: new (767/700) or classic (20 splits).")
-    flags.DEFINE_integer("split_index", None, "cuhk03 classic: test split 0..19.",
-                         lower_bound=0, upper_bound=19)
+    flags.DEFINE_integer("split_index", None, "cuhk03 classic: test split 0..19; viper, prid2011, "
+                         "ilidsvid: split 0..9.", lower_bound=0, upper_bound=19)
     flags.DEFINE_bool("allow_missing", None, "cuhk03: skip split-file entries without an image.")
     flags.DEFINE_enum("cuhk03_source", None, cuhk03.SOURCES, "cuhk03: where the images come from.")
     flags.DEFINE_bool("combine_trainval", None, "msmt17: train on list_train + list_val.")
     flags.DEFINE_enum("mars_gallery", None, mars.GALLERIES, "mars: gallery protocol.")
-    flags.DEFINE_integer("split_seed", None, "cuhk01: seed of the train/test identity split.")
+    flags.DEFINE_integer("split_seed", None,
+                         "cuhk01, viper, prid2011: seed of the train/test identity split(s).",
+                         lower_bound=0, upper_bound=2**32 - 1)  # numpy RandomState's seeds
     flags.DEFINE_integer("num_train_identities", None, "cuhk01: identities in the train split.",
                          lower_bound=1)
     flags.DEFINE_string("list", None, "list: CSV of path,pid,camid,split rows, paths relative to "

@@ -111,13 +111,14 @@ def test_batches_the_objective_cannot_use_are_refused():
                    for p, k in ((4, 1), (1, 4), (13, 4)))
     assert len(k1) == 1 and k1[0].startswith("--num_instances=1: the triplet losses need K >= 2")
     assert len(p1) == 1 and p1[0].startswith("--num_identities=1: the triplet losses need P >= 2")
-    assert big == ["--num_identities=13: more than the 12 training identities of --data_dir"]
+    assert big == ["--num_identities=13: more than the 12 training identities an epoch draws "
+                   "from --data_dir"]
     # P is per replica: 4 x 3 replicas fill 12 identities, 4 x 4 do not.
     four = {**triplet, "num_identities": 4, "num_instances": 4}
     assert train_cli.batch_errors(four, 12, replicas=3) == []
     assert train_cli.batch_errors(four, 12, replicas=4) == [
         "--num_identities=4: x 4 replicas = 16 identities per step, more than the 12 training "
-        "identities of --data_dir"]
+        "identities an epoch draws from --data_dir"]
     # The soft margin is TriHard's.
     assert train_cli.batch_errors({**triplet, "num_identities": 4, "num_instances": 4,
                                    "soft_margin": True, "metric_loss": "msml"}, 12) == [
@@ -155,6 +156,63 @@ def test_flags_txt_resumes_from_anywhere_and_refuses_changed_settings(data_dir, 
     assert tf.train.latest_checkpoint(str(workdir / "checkpoints")).endswith("ckpt-2")
 
 
+def test_joint_training_on_two_datasets_evaluates_each_and_resumes(data_dir, tmp_path):
+    # A second dataset: 16 identities, the first 8 for training (the fixture's has 12 of 24).
+    synthetic.generate(str(tmp_path / "images"), num_identities=16, num_cameras=2,
+                       images_per_identity_per_camera=3, height=32, width=16, seed=1)
+    second = str(tmp_path / "second")
+    writer.build(synthetic.parse(str(tmp_path / "images")), second, records_per_shard=20,
+                 progress=False)
+    workdir = tmp_path / "run"
+    done = train(f"{data_dir},{second}", workdir, "--epochs=1", "--eval_every=1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    model = workdir_lib.read_model_config(str(workdir))
+    # Labels 0..11 are the first dataset's 12 training identities, 12..19 the second's 8.
+    assert model["num_classes"] == 20
+    assert [(t["data_dir"], t["label_offset"], t["identities"])
+            for t in model["training_sets"]] == [(data_dir, 0, 12), (second, 12, 8)]
+    assert model["students"][0]["num_classes"] == 20
+    # Each dataset evaluated under its own protocol; the top level is their mean.
+    metrics = json.loads((workdir / "metrics.json").read_text())["metrics"]
+    per_dataset = metrics["datasets"]
+    assert sorted(per_dataset) == ["second", "tfrecords"]
+    # One query per test identity and camera: 12 x 2 and 8 x 2.
+    assert per_dataset["tfrecords"]["global"]["num_query"] == 24
+    assert per_dataset["second"]["global"]["num_query"] == 16
+    for key in ("rank1", "mAP"):
+        assert metrics["global"][key] == pytest.approx(
+            (per_dataset["tfrecords"]["global"][key] + per_dataset["second"]["global"][key]) / 2)
+    assert metrics["global"]["num_query"] == sum(d["global"]["num_query"]
+                                                 for d in per_dataset.values())
+    # flags.txt keeps both folders, absolute; --resume continues.
+    assert f"--data_dir={data_dir},{second}" in (workdir / "flags.txt").read_text().split()
+    done = subprocess.run([sys.executable, "-m", "tf_reid.train",
+                           f"--flagfile={workdir}/flags.txt", "--resume", "--epochs=2",
+                           "--eval_every=-1"], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert tf.train.latest_checkpoint(str(workdir / "checkpoints")).endswith("ckpt-2")
+
+    # tf_reid.evaluate on the best checkpoint (epoch 1, the one evaluated while training): by
+    # default each joint dataset and the mean, as training scored them; and one dataset alone
+    # (cross-dataset evaluation is the same flag).
+    evaluate = [sys.executable, "-m", "tf_reid.evaluate", f"--workdir={workdir}", "--noprogress"]
+    both = subprocess.Popen(evaluate, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    one = subprocess.run([*evaluate, f"--data_dir={second}", f"--output={tmp_path}/one.json"],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    stdout, stderr = both.communicate(timeout=300)
+    assert both.returncode == 0 and one.returncode == 0, stderr[-2000:] + one.stderr[-2000:]
+    assert "== tfrecords: query 24 images" in stdout and "== mean over the 2 datasets" in stdout
+    evaluated = json.loads((workdir / "eval.json").read_text())
+    for name in ("tfrecords", "second"):
+        assert evaluated["datasets"][name]["metrics"]["global"] == pytest.approx(
+            per_dataset[name]["global"], abs=1e-6)
+    assert evaluated["metrics"]["global"] == pytest.approx(metrics["global"], abs=1e-6)
+    alone = json.loads((tmp_path / "one.json").read_text())
+    assert alone["metrics"]["global"] == pytest.approx(per_dataset["second"]["global"], abs=1e-6)
+
+
 def test_the_library_refuses_to_start_over_checkpoints_without_resume(tmp_path):
     """`loop.train(resume=False)` on a workdir that holds checkpoints: refused before any work."""
     from tf_reid.training import loop
@@ -163,7 +221,8 @@ def test_the_library_refuses_to_start_over_checkpoints_without_resume(tmp_path):
     checkpoints.mkdir(parents=True)
     (checkpoints / "ckpt-1.index").write_bytes(b"")
     (checkpoints / "checkpoint").write_text('model_checkpoint_path: "ckpt-1"\n')
-    config = loop.TrainConfig(data_dir=str(tmp_path / "no_data"), workdir=str(tmp_path / "run"))
+    config = loop.TrainConfig(data_dirs=(str(tmp_path / "no_data"),),
+                              workdir=str(tmp_path / "run"))
     with pytest.raises(workdir_lib.WorkdirError, match="holds checkpoints"):
         loop.train(config, resume=False)
 

@@ -227,3 +227,15 @@ def test_killed_run_leaves_nothing_that_looks_complete(tmp_path):
     assert not partial.exists()
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["splits"]["gallery"]["images"] == 11
+
+
+def test_a_record_serialises_to_the_same_bytes_in_every_process():
+    # Protobuf map order follows a per-process hash seed unless serialisation is deterministic:
+    # without it, the same dataset gave other shard bytes (and checksums) in each process.
+    code = ("import sys; from tfrecords_builder import features; sys.stdout.write(features."
+            "serialize(b'img', 'png', 8, 4, 'a/b.png', 7, 2, 1).hex())")
+    processes = [subprocess.Popen([sys.executable, "-c", code], cwd=REPO, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                 for _ in range(2)]
+    outputs = {process.communicate(timeout=120)[0] for process in processes}
+    assert outputs == {features.serialize(b"img", "png", 8, 4, "a/b.png", 7, 2, 1).hex()}

@@ -28,7 +28,8 @@ import tf_reid  # noqa: E402,F401  # its environment before TensorFlow
 COMMANDS = ("tools.build_tfrecords", "tools.build_index", "tools.search", "tools.embed",
             "tools.export_saved_model", "tools.visualize_ranks", "tools.inspect_tfrecords",
             "tools.generate_synthetic", "tools.convert_torch_weights", "tf_reid.train",
-            "tf_reid.evaluate", "tools.visualize_alignment", "tools.visualize_embeddings")
+            "tf_reid.evaluate", "tools.visualize_alignment", "tools.visualize_embeddings",
+            "tools.train_gan", "tools.generate_gan_samples")
 
 
 def tree(root: str) -> dict[str, str]:

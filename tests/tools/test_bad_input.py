@@ -100,6 +100,13 @@ CASES = {
         "tf_reid.train", ["--flagfile=smoke.flags", "--workdir=run", "--strategy=mirrored",
                           "--cpu_replicas=2"],
         "--num_identities=2: x 2 replicas = 4 identities per step, more than the 2 training"),
+    "train_joint_dataset_given_twice": (
+        "tf_reid.train", ["--flagfile=smoke.flags", "--workdir=run", "--data_dir=data,data/"],
+        "data/: given twice (also as data)"),
+    "evaluate_verification_on_two_datasets": (
+        "tf_reid.evaluate", ["--workdir=workdir", "--data_dir=data,mine", "--verification",
+                             "--output=out.json"],
+        "--verification: evaluate one dataset at a time (2 given"),
     "train_zero_epochs": (
         "tf_reid.train", ["--flagfile=smoke.flags", "--workdir=run", "--epochs=0"],
         "--epochs=0: must be >= 1"),
@@ -163,6 +170,21 @@ CASES = {
     "train_missing_data": (
         "tf_reid.train", ["--flagfile=smoke.flags", "--workdir=run", "--data_dir=nowhere"],
         "nowhere"),
+    # The GAN commands: images instead of TFRecords, a size the DCGAN cannot have, a workdir
+    # with nothing to generate from.
+    "gan_train_without_manifest": (
+        "tools.train_gan", ["--data_dir=synthetic", "--workdir=run"],
+        "synthetic/manifest.json: missing file (not a tf-reid TFRecord output)"),
+    "gan_train_bad_size": (
+        "tools.train_gan", ["--data_dir=data", "--workdir=run", "--height=100", "--width=50"],
+        "--height=100 --width=50: a DCGAN size is 4x2 doubled n >= 1 times"),
+    "gan_samples_without_checkpoints": (
+        "tools.generate_gan_samples", ["--workdir=mine", "--num_images=4", "--output_dir=out"],
+        "mine: no checkpoint in checkpoints/"),
+    "gan_samples_of_a_reid_workdir": (
+        "tools.generate_gan_samples", ["--workdir=workdir", "--num_images=4",
+                                       "--output_dir=out"],
+        "workdir/gan.json: missing; is workdir a tools.train_gan workdir?"),
     # Converters name the bad file or flag (layouts in `build_world`).
     "market_nothing": (
         "tools.build_tfrecords", ["--dataset=market1501", "--data_dir=market/nothing",
@@ -211,9 +233,29 @@ CASES = {
         "tools.build_tfrecords", ["--dataset=market1501", "--data_dir=market/nothing",
                                   "--output_dir=out", "--list=own/pid.csv"],
         "--list does not apply to --dataset=market1501"),
+    "viper_without_cam_b": (
+        "tools.build_tfrecords", ["--dataset=viper", "--data_dir=viper/no_cam_b",
+                                  "--output_dir=out"],
+        "viper/no_cam_b/VIPeR/cam_b: missing folder (VIPeR camera B)"),
+    "viper_split_index_out_of_range": (
+        "tools.build_tfrecords", ["--dataset=viper", "--data_dir=viper/good", "--output_dir=out",
+                                  "--split_index=10"],
+        "--split_index=10: outside 0..9 (VIPeR has 10 splits)"),
+    "ilidsvid_missing_splits_file": (
+        "tools.build_tfrecords", ["--dataset=ilidsvid", "--data_dir=ilidsvid",
+                                  "--output_dir=out"],
+        "ilidsvid/train-test people splits/train_test_splits_ilidsvid.mat: missing file"),
     "evaluate_save_train_without_save_features": (
         "tf_reid.evaluate", ["--features=feats/features.npz", "--save_train"],
         "--save_train needs --save_features"),
+    "evaluate_multi_query_without_the_split": (
+        "tf_reid.evaluate", ["--features=feats/features.npz", "--multi_query=mean"],
+        "--multi_query: feats/features.npz holds no 'multi_query' split (it holds gallery, "
+        "query); convert Market-1501 with its gt_bbox/ folder present"),
+    "evaluate_multi_query_of_tfrecords_without_it": (
+        "tf_reid.evaluate", ["--workdir=workdir", "--multi_query=max", "--output=out.json"],
+        "--multi_query: {root}/data has no 'multi_query' split; convert Market-1501 with its "
+        "gt_bbox/ folder present"),
     "embeddings_non_finite": (
         "tools.visualize_embeddings", ["--features=nan.npz", "--output_dir=out"],
         "the test split of nan.npz holds non-finite features"),
@@ -295,12 +337,23 @@ def list_layouts(root: str) -> None:
             f.write(text)
 
 
+def small_dataset_layouts(root: str) -> None:
+    """root/viper/{good,no_cam_b}/VIPeR (two persons) and root/ilidsvid without its splits file."""
+    for case, cameras in (("good", ("cam_a", "cam_b")), ("no_cam_b", ("cam_a",))):
+        write_images(os.path.join(root, "viper", case, "VIPeR"),
+                     [f"{cam}/{n:03d}_90.bmp" for cam in cameras for n in (0, 1)])
+    write_images(os.path.join(root, "ilidsvid", "i-LIDS-VID", "sequences"),
+                 [f"cam{c}/person00{n}/cam{c}_person00{n}_00001.png" for c in (1, 2)
+                  for n in (1, 2)])
+
+
 def build_world(root: str) -> None:
     """The inputs every case reads, written through the library (no command line)."""
     from tf_reid.export import saved_model
 
     market_layouts(root)
     list_layouts(root)
+    small_dataset_layouts(root)
     data_dir = make_tfrecords(root)  # root/synthetic (images) and root/data (TFRecords)
     with open(os.path.join(data_dir, "own.csv"), "w") as f:  # a list kept in an output
         f.write("images/1.jpg,1,0,train\n")

@@ -26,6 +26,15 @@ batch-hard mining per replica stays valid. Under MultiWorkerMirroredStrategy eve
 builds the same global batches (same seed) and data sharding keeps each worker's replicas'
 slices, in the same order.
 
+Joint training (AlignedReID trains one model on several datasets' training sets): given several
+TFRecords folders, their training identities are one label space, each dataset's contiguous
+labels shifted by the identities of the datasets before it (`training_sets`, `label_map`).
+Shards hold one dataset's identities, so an identity never spans two datasets. With
+`sampling="identities"` (the default) a pass visits every identity of every dataset once, so
+datasets are drawn in proportion to their identities; with "equal" a pass takes the same number
+of identities from each (the smallest dataset's count; a different random subset of the larger
+ones every pass), alternating between datasets before the shuffle.
+
 Determinism: every random choice is seeded from `seed` (shuffles with explicit seeds, stateless
 ops for sampling and augmentation, deterministic parallel maps), so the same seed gives the same
 batches.
@@ -33,7 +42,9 @@ batches.
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+import os
+from typing import Any, Sequence
 
 import tensorflow as tf
 
@@ -41,6 +52,7 @@ from tf_reid.data import augment
 from tf_reid.data.tfrecords import largest_shard, parse_identity, shard_files
 from tfrecords_builder import features
 from tfrecords_builder.manifest import read_manifest
+from tfrecords_builder.records import DatasetError
 
 # One fused pass instead of four elementwise ones.
 _normalize_compiled = tf.function(augment.normalize, jit_compile=True)
@@ -101,17 +113,91 @@ def _pass_seed(seed: int, epoch: tf.Tensor, stream: int) -> tf.Tensor:
     return tf.cast(seed, tf.int64) * 1_000_003 + epoch * 101 + stream
 
 
-def pk_dataset(data_dir: str, num_identities: int = 32, num_instances: int = 4,
+SAMPLINGS = ("identities", "equal")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingSet:
+    """One dataset's part of a (joint) training set.
+
+    Attributes:
+      data_dir: its `tools.build_tfrecords` output.
+      manifest: its parsed manifest.
+      label_offset: added to its contiguous training labels: the identities of the datasets
+        before it.
+    """
+
+    data_dir: str
+    manifest: dict[str, Any] = dataclasses.field(repr=False)
+    label_offset: int
+
+    @property
+    def identities(self) -> int:
+        return self.manifest["splits"]["train"]["identities"]
+
+
+def training_sets(data_dirs: str | Sequence[str],
+                  manifests: Sequence[dict[str, Any]] | None = None) -> list[TrainingSet]:
+    """The datasets of a training set, in the order given, with their label offsets.
+
+    Args:
+      data_dirs: one TFRecords folder, or several for joint training.
+      manifests: their parsed manifests, if already loaded.
+
+    Raises:
+      DatasetError: a folder has no manifest, or one is given twice.
+    """
+    data_dirs = [data_dirs] if isinstance(data_dirs, str) else list(data_dirs)
+    seen = {}
+    for data_dir in data_dirs:
+        key = os.path.realpath(data_dir)
+        if key in seen:
+            raise DatasetError(f"{data_dir}: given twice (also as {seen[key]}): its identities "
+                               "would get two labels each")
+        seen[key] = data_dir
+    manifests = manifests or [read_manifest(d) for d in data_dirs]
+    sets, offset = [], 0
+    for data_dir, manifest in zip(data_dirs, manifests):
+        sets.append(TrainingSet(data_dir, manifest, offset))
+        offset += sets[-1].identities
+    return sets
+
+
+def num_classes(sets: Sequence[TrainingSet]) -> int:
+    """Training identities of all the datasets together."""
+    return sum(s.identities for s in sets)
+
+
+def pass_identities(sets: Sequence[TrainingSet], sampling: str = "identities") -> int:
+    """Identities one pass (epoch) visits: all of them, or with "equal" the smallest dataset's
+    count from each."""
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+    if sampling == "equal":
+        return len(sets) * min(s.identities for s in sets)
+    return num_classes(sets)
+
+
+def label_map(sets: Sequence[TrainingSet]) -> list[dict[str, Any]]:
+    """JSON-ready record of which labels belong to which dataset: per dataset its absolute
+    data_dir, name, label_offset and identities (labels offset .. offset + identities - 1;
+    each dataset's own label -> pid map is in its manifest)."""
+    return [{"data_dir": os.path.abspath(s.data_dir), "dataset": s.manifest.get("dataset"),
+             "label_offset": s.label_offset, "identities": s.identities} for s in sets]
+
+
+def pk_dataset(data_dir: str | Sequence[str], num_identities: int = 32, num_instances: int = 4,
                height: int = 256, width: int = 128, seed: int = 0,
                augment_config: augment.AugmentConfig = augment.AugmentConfig(),
                num_replicas: int = 1, shuffle_buffer: int = 1024, cycle_length: int = 4,
                split: str = "train", manifest: dict[str, Any] | None = None,
-               num_parallel_calls: int = tf.data.AUTOTUNE, start_epoch: int = 0
-               ) -> tf.data.Dataset:
+               num_parallel_calls: int = tf.data.AUTOTUNE, start_epoch: int = 0,
+               sampling: str = "identities") -> tf.data.Dataset:
     """An endless dataset of PK training batches (see the module docstring).
 
     Args:
-      data_dir: output of `tools.build_tfrecords`.
+      data_dir: output of `tools.build_tfrecords`, or several for joint training (labels of
+        each offset by the identities of those before it: `training_sets`).
       num_identities: P, identities per replica batch.
       num_instances: K, images per identity.
       height, width: model input size.
@@ -121,31 +207,52 @@ def pk_dataset(data_dir: str, num_identities: int = 32, num_instances: int = 4,
       shuffle_buffer: identities shuffled together (a chunk of the pass).
       cycle_length: shards read at once.
       split: which split of the manifest to sample.
-      manifest: the parsed manifest, if already loaded.
+      manifest: the parsed manifest of a single `data_dir`, if already loaded.
       num_parallel_calls: parallelism of the decode/augment map.
       start_epoch: the first pass to produce. Every random choice of pass e depends only on
         (seed, e), so `start_epoch=e` yields exactly what a dataset started at 0 yields from
         its pass e on: a resumed training run sees the same batches as an uninterrupted one.
+      sampling: joint training: one of SAMPLINGS (see the module docstring).
 
     Returns:
       Elements (images [R*P*K, height, width, 3], labels [R*P*K] int64), where labels are the
-      contiguous training labels; identity-major, R = num_replicas. Images are uint8 in [0, 255],
+      contiguous training labels (offset per dataset); identity-major, R = num_replicas. Images are uint8 in [0, 255],
       or normalised float32 when `augment_config.normalize`.
     """
-    manifest = manifest or read_manifest(data_dir)
-    files = shard_files(data_dir, split, manifest)
-    window = largest_shard(manifest, split)
+    sets = training_sets(data_dir, [manifest] if manifest else None)
+    window = max(largest_shard(s.manifest, split) for s in sets)
     ids_per_batch = num_identities * num_replicas
-    steps_per_epoch(manifest["splits"][split]["identities"], num_identities, num_replicas)
+    steps_per_epoch(pass_identities(sets, sampling), num_identities, num_replicas)
+    parts = [(shard_files(s.data_dir, split, s.manifest), s.label_offset) for s in sets]
+    if sampling == "equal":
+        streams = [(files, [offset] * len(files), min(s.identities for s in sets))
+                   for files, offset in parts]
+    else:  # one stream of every dataset's shards
+        streams = [([f for files, _ in parts for f in files],
+                    [offset for files, offset in parts for _ in files], None)]
+
+    def identities(epoch: tf.Tensor, stream: int, files: list[str], offsets: list[int],
+                   count: int | None) -> tf.data.Dataset:
+        """The identities of one stream's shards in a seeded shard order (`count` of them)."""
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(len(files)), tf.stack([_pass_seed(seed, epoch, 1), stream]))
+        shards = tf.data.Dataset.from_tensor_slices((tf.gather(files, order),
+                                                     tf.gather(tf.constant(offsets, tf.int64),
+                                                               order)))
+        ids = shards.interleave(
+            lambda path, offset: identities_of_shard(path, window).map(
+                lambda label, pid, records: (label + offset, pid, records)),
+            cycle_length=min(cycle_length, len(files)),
+            num_parallel_calls=min(cycle_length, len(files)), deterministic=True)
+        return ids if count is None else ids.take(count)
 
     def one_pass(epoch: tf.Tensor) -> tf.data.Dataset:
-        order = tf.random.experimental.stateless_shuffle(
-            tf.range(len(files)), tf.stack([_pass_seed(seed, epoch, 1), 0]))
-        shards = tf.data.Dataset.from_tensor_slices(tf.gather(files, order))
-        ids = shards.interleave(lambda path: identities_of_shard(path, window),
-                                cycle_length=min(cycle_length, len(files)),
-                                num_parallel_calls=min(cycle_length, len(files)),
-                                deterministic=True)
+        if len(streams) == 1:
+            ids = identities(epoch, 0, *streams[0])
+        else:  # equal: datasets in turn, each stream as long as the smallest dataset
+            ids = tf.data.Dataset.choose_from_datasets(
+                [identities(epoch, i, *stream) for i, stream in enumerate(streams)],
+                tf.data.Dataset.range(len(streams)).repeat(), stop_on_empty_dataset=True)
 
         def draw(index, identity):
             label, _, records = identity

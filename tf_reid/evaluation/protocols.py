@@ -1,10 +1,13 @@
-"""Dataset-specific evaluation protocols: CUHK03 single-gallery-shot CMC and MARS tracklet pooling.
+"""Dataset-specific evaluation protocols: CUHK03 single-gallery-shot CMC, MARS tracklet pooling
+and Market-1501 multi-query pooling.
 
 NumPy in, NumPy out; no TensorFlow. The plain multi-shot protocol lives in `metrics.py`
 (`evaluate_rank`); this module holds the protocol quirks that do not fit it, and picks the
 protocol a dataset's manifest records: `single_gallery_shot(manifest)` gives the settings of
 `evaluate_single_gallery_shot` for CUHK03 converted with `--protocol classic` (None otherwise),
 and `score` ranks a distance matrix under those settings or, without them, multi-shot.
+`pool_tracklets` and `pool_multi_query` change what is ranked, not how: their output goes
+through the same distances and `score`.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from tf_reid.evaluation.features_file import SplitFeatures
+from tf_reid.evaluation.matching import l2_normalize
 from tf_reid.evaluation.metrics import _NO_MATCH, _validate, evaluate_rank
 
 POOLING_METHODS = ("mean", "max")
@@ -256,3 +260,86 @@ def pool_tracklets(features: SplitFeatures, method: str = "mean") -> SplitFeatur
         local=None if features.local is None else pool(features.local),
         pids=pids[first], camids=camids[first], paths=features.paths[first],
         tracklets=tracklets[first], frames=np.full(len(first), -1, np.int64))
+
+
+def pool_multi_query(query: SplitFeatures, multi_query: SplitFeatures, method: str = "mean",
+                     normalize: bool = True) -> tuple[SplitFeatures, np.ndarray]:
+    """Each query replaced by the pooled features of the multi-query images of its identity and
+    camera (Market-1501's multiple-query protocol).
+
+    Zheng et al., "Scalable Person Re-identification: A Benchmark", ICCV 2015 (multiple
+    queries): several images of the query person in the query's camera, their features
+    averaged or max-pooled into one query. The official kit (and layumi's
+    Person_reID_baseline_pytorch) takes them from the hand-drawn boxes (`gt_bbox/`, here the
+    split "multi_query") by equal pid and equal camera, the query image itself among them. The
+    pooled query is then ranked against the gallery like any query (the same junk rule: same
+    pid and camera).
+
+    Each image's feature is L2-normalised before pooling (the global one when `normalize`, each
+    local stripe always), so every image weighs the same in the mean: a pooled vector is then
+    ranked by its cosine to the gallery, as the official kit ranks the plain mean of its
+    normalised features by inner product; `matching` normalises the pooled vector again. With
+    `normalize` False the raw global features are pooled. A query whose (pid, camid) has no
+    multi-query image keeps its own feature (normalised the same way): its `sizes` entry is 0.
+
+    Args:
+      query: Q query images.
+      multi_query: M images; only those sharing a query's pid and camid are used.
+      method: "mean" or "max" (element-wise).
+      normalize: L2-normalise each global feature before pooling.
+
+    Returns:
+      (pooled, sizes): `pooled` has the queries' pids, camids, paths, tracklets and frames with
+      global_ [Q, D] pooled (and local [Q, h, c] when both splits have stripes, else None), in
+      the query's floating dtype (float64 for integer features); `sizes` [Q] int64 is the number
+      of images pooled into each query.
+
+    Raises:
+      ValueError: an unknown method, or features of different widths or stripe shapes.
+    """
+    if method not in POOLING_METHODS:
+        raise ValueError(f"method must be one of {POOLING_METHODS}, got {method!r}")
+    if query.global_.shape[1:] != multi_query.global_.shape[1:]:
+        raise ValueError(f"query and multi-query global features differ in width: "
+                         f"{query.global_.shape} and {multi_query.global_.shape}")
+    with_local = query.local is not None and multi_query.local is not None
+    if with_local and query.local.shape[1:] != multi_query.local.shape[1:]:
+        raise ValueError(f"query and multi-query stripes differ in shape: {query.local.shape} "
+                         f"and {multi_query.local.shape}")
+    num_m = len(multi_query)
+    # One group per distinct (pid, camid) of either split; each query looks its group up.
+    keys = np.concatenate([np.stack([multi_query.pids, multi_query.camids], axis=1),
+                           np.stack([query.pids, query.camids], axis=1)]).reshape(-1, 2)
+    unique_keys, group = np.unique(keys, axis=0, return_inverse=True)
+    group = group.reshape(-1)
+    m_group, q_group = group[:num_m], group[num_m:]
+    count = np.bincount(m_group, minlength=len(unique_keys))
+    sizes = count[q_group].astype(np.int64)
+    has = sizes > 0
+    # The multi-query images sorted by group, each group a run starting at `starts`.
+    order = np.argsort(m_group, kind="stable")
+    starts = np.flatnonzero(np.diff(m_group[order], prepend=-1))
+    present = m_group[order][starts]
+
+    def pool(q_values: np.ndarray, m_values: np.ndarray, unit: bool) -> np.ndarray:
+        """[Q, ...] query values -> [Q, ...] pooled ones (the query's own where there are none)."""
+        dtype = q_values.dtype if np.issubdtype(q_values.dtype, np.floating) else np.float64
+        q_values, m_values = q_values.astype(np.float64), m_values.astype(np.float64)
+        if unit:
+            q_values, m_values = l2_normalize(q_values), l2_normalize(m_values)
+        by_group = np.zeros((len(count),) + m_values.shape[1:])
+        if num_m:
+            if method == "mean":
+                sums = np.add.reduceat(m_values[order], starts, axis=0)
+                by_group[present] = sums / count[present].reshape((-1,) + (1,) * (sums.ndim - 1))
+            else:
+                by_group[present] = np.maximum.reduceat(m_values[order], starts, axis=0)
+        return np.where(has.reshape((-1,) + (1,) * (q_values.ndim - 1)), by_group[q_group],
+                        q_values).astype(dtype)
+
+    pooled = SplitFeatures(
+        global_=pool(query.global_, multi_query.global_, normalize),
+        local=pool(query.local, multi_query.local, True) if with_local else None,
+        pids=query.pids, camids=query.camids, paths=query.paths, tracklets=query.tracklets,
+        frames=query.frames)
+    return pooled, sizes

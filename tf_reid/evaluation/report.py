@@ -9,7 +9,8 @@ protocol (`protocols.score`: multi-shot, or CUHK03 classic's single-gallery-shot
 
 from __future__ import annotations
 
-from typing import Mapping
+import os
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -17,6 +18,7 @@ from tf_reid.evaluation import matching, protocols
 from tf_reid.evaluation.features_file import SplitFeatures
 
 _RANKS = (1, 5, 10)
+_COUNTS = ("num_query", "skipped_queries")  # summed, not averaged, over datasets
 _COLUMNS = (("rank-1", "rank1"), ("rank-5", "rank5"), ("rank-10", "rank10"), ("mAP", "mAP"),
             ("mINP", "mINP"))
 
@@ -102,3 +104,30 @@ def metrics_table(results: Mapping[str, Mapping[str, float | int]]) -> list[str]
     lines.append(f"queries: {first['num_query']}, skipped (no cross-camera match): "
                  f"{first['skipped_queries']}")
     return lines
+
+
+def mean_metrics(results: Iterable[Mapping[str, Mapping[str, float | int]]]
+                 ) -> dict[str, dict[str, float | int]]:
+    """The mean over datasets of `evaluate_features` results (joint training's summary row).
+
+    Each fraction (rank-k, mAP, mINP) is the unweighted mean over the datasets, as papers
+    average per-dataset results; "num_query" and "skipped_queries" are sums. Only the variants
+    every dataset has are kept.
+    """
+    results = list(results)
+    variants = [name for name in results[0] if all(name in r for r in results)]
+    mean = {}
+    for name in variants:
+        rows = [r[name] for r in results]
+        mean[name] = {key: (sum(int(row[key]) for row in rows) if key in _COUNTS
+                            else float(np.mean([row[key] for row in rows])))
+                      for key in rows[0]}
+    return mean
+
+
+def dataset_names(data_dirs: Sequence[str]) -> list[str]:
+    """Names of datasets for tables and JSON: each folder's base name, or its absolute path where
+    two base names agree."""
+    bases = [os.path.basename(os.path.normpath(d)) for d in data_dirs]
+    return [base if bases.count(base) == 1 else os.path.abspath(d)
+            for base, d in zip(bases, data_dirs)]

@@ -19,7 +19,6 @@ from tf_reid.data import augment, pk
 from tf_reid.models.aligned_reid import AlignedReID
 from tf_reid.training import callbacks, objective, schedule, strategies, trainer
 from tf_reid.training import workdir as workdir_lib
-from tfrecords_builder.manifest import read_manifest
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
@@ -29,7 +28,10 @@ class TrainConfig:
     """Everything a run needs besides the strategy.
 
     Attributes:
-      data_dir: TFRecords of `tools.build_tfrecords` (train split; query/gallery for evaluation).
+      data_dirs: TFRecords of `tools.build_tfrecords` (train split; query/gallery for
+        evaluation); several for joint training: one model on the union of their training
+        identities, each dataset evaluated under its own protocol (`tf_reid.data.pk`).
+      sampling: joint training: how a pass draws the datasets (`pk.SAMPLINGS`).
       workdir: where the run writes (see `tf_reid.training.workdir`).
       model: keyword arguments of `AlignedReID` except num_classes (backbone, input_shape, ...).
       students: 1 for plain training, >= 2 for mutual learning.
@@ -49,7 +51,7 @@ class TrainConfig:
       log_every: TensorBoard scalars every this many steps.
       progress: show progress bars.
     """
-    data_dir: str
+    data_dirs: tuple[str, ...]
     workdir: str
     model: dict[str, Any] = dataclasses.field(default_factory=dict)
     students: int = 1
@@ -73,6 +75,7 @@ class TrainConfig:
     jit_compile: bool = False
     log_every: int = 20
     progress: bool = True
+    sampling: str = "identities"
 
 
 def _optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
@@ -84,25 +87,38 @@ def _optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Op
     return optimizer
 
 
-def _evaluator(config: TrainConfig, student: AlignedReID, manifest: dict[str, Any]):
-    """A function computing query/gallery metrics of `student` under the protocol `manifest`
-    records (`tf_reid.evaluation.protocols.single_gallery_shot`), or None without those splits."""
+def _evaluator(config: TrainConfig, student: AlignedReID, sets: list[pk.TrainingSet]):
+    """A function computing query/gallery metrics of `student` on each dataset that has those
+    splits, under the protocol its manifest records, or None when none has them.
+
+    One dataset: `report.evaluate_features`' dict. Several: the same keys holding the mean over
+    the datasets (`report.mean_metrics`, so "best" is the best mean), plus "datasets": {name:
+    that dataset's dict}.
+    """
     # The training loop does not need the evaluation package otherwise.
     from tf_reid.evaluation import extract, features_file, protocols, report
 
-    if not set(features_file.SPLITS) <= set(manifest["splits"]) or config.eval_every < 0:
+    evaluated = [s for s in sets if set(features_file.SPLITS) <= set(s.manifest["splits"])]
+    if not evaluated or config.eval_every < 0:
         return None
 
     height, width = student.image_shape[:2]
     predict = extract.keras_model_fn(student)
-    single_gallery_shot = protocols.single_gallery_shot(manifest)
+    names = report.dataset_names([s.data_dir for s in evaluated])
 
-    def evaluate() -> dict[str, Any]:
+    def evaluate_one(data_set: pk.TrainingSet) -> dict[str, Any]:
         query, gallery = (extract.extract_split(
-            predict, config.data_dir, split, height, width, config.eval_batch_size,
+            predict, data_set.data_dir, split, height, width, config.eval_batch_size,
             flip=config.eval_flip, with_local=False, progress=config.progress)
             for split in features_file.SPLITS)
-        return report.evaluate_features(query, gallery, single_gallery_shot=single_gallery_shot)
+        return report.evaluate_features(
+            query, gallery, single_gallery_shot=protocols.single_gallery_shot(data_set.manifest))
+
+    def evaluate() -> dict[str, Any]:
+        if len(sets) == 1:
+            return evaluate_one(evaluated[0])
+        per_dataset = {name: evaluate_one(s) for name, s in zip(names, evaluated)}
+        return {**report.mean_metrics(per_dataset.values()), "datasets": per_dataset}
 
     return evaluate
 
@@ -149,10 +165,11 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy, resuming: bool
     keras.mixed_precision.set_global_policy(config.precision)
     keras.utils.set_random_seed(config.seed)
 
-    manifest = read_manifest(config.data_dir)
-    num_classes = manifest["splits"]["train"]["identities"]
+    sets = pk.training_sets(config.data_dirs)
+    num_classes = pk.num_classes(sets)
     replicas = strategy.num_replicas_in_sync
-    steps = pk.steps_per_epoch(num_classes, config.num_identities, replicas)
+    steps = pk.steps_per_epoch(pk.pass_identities(sets, config.sampling), config.num_identities,
+                               replicas)
     global_batch = config.num_identities * config.num_instances * replicas
 
     with strategy.scope():
@@ -173,16 +190,19 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy, resuming: bool
     if resuming and latest:
         state.restore(latest).assert_consumed()
     start = int(epoch.numpy())
-    workdir_lib.save_model_config(out, students, data_dir=os.path.abspath(config.data_dir),
-                                  num_classes=num_classes, precision=config.precision)
+    # "data_dir" is the first dataset, where single-dataset tools look; "training_sets" maps
+    # the labels to datasets.
+    workdir_lib.save_model_config(out, students, data_dir=os.path.abspath(config.data_dirs[0]),
+                                  training_sets=pk.label_map(sets), num_classes=num_classes,
+                                  precision=config.precision)
     if start >= config.epochs:
         print(f"{config.workdir}: already trained for {start} epochs (--epochs={config.epochs})")
         return {"epoch": start}
 
-    data = pk.pk_dataset(config.data_dir, config.num_identities, config.num_instances,
+    data = pk.pk_dataset(config.data_dirs, config.num_identities, config.num_instances,
                          *students[0].image_shape[:2], seed=config.seed,
                          augment_config=config.augmentation, num_replicas=replicas,
-                         manifest=manifest, start_epoch=start)
+                         start_epoch=start, sampling=config.sampling)
     progress = callbacks.ProgressBar(config.epochs, steps, global_batch,
                                      config.progress and chief)
     history = model.fit(
@@ -192,7 +212,7 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy, resuming: bool
             callbacks.ScalarLogger(os.path.join(out, workdir_lib.LOGS), optimizers[0],
                                    config.log_every),
             callbacks.EvaluateAndCheckpoint(epoch, last, best,
-                                            _evaluator(config, students[0], manifest)
+                                            _evaluator(config, students[0], sets)
                                             if chief else None,
                                             config.eval_every, config.epochs, out,
                                             ("global", "mAP")),

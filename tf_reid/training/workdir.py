@@ -127,6 +127,8 @@ def save_model_config(workdir: str, students: Sequence[AlignedReID], **extra: An
 
 
 def read_model_config(workdir: str) -> dict[str, Any]:
+    if not os.path.isdir(workdir):
+        raise WorkdirError(f"{workdir}: no such workdir")
     path = os.path.join(workdir, MODEL_FILE)
     if not os.path.isfile(path):
         raise WorkdirError(f"{path}: missing; is {workdir} a tf_reid.train workdir?")

@@ -48,7 +48,8 @@ def write_dataset(root, counts: dict[int, int], records_per_shard: int = 10) -> 
 def batches(data_dir, count, **kwargs):
     kwargs = {"num_identities": 4, "num_instances": 3, "height": 16, "width": 8,
               "augment_config": OFF, **kwargs}
-    ds = pk.pk_dataset(str(data_dir), **kwargs).take(count)
+    ds = pk.pk_dataset(data_dir if isinstance(data_dir, list) else str(data_dir),
+                       **kwargs).take(count)
     return [(images.numpy(), labels.numpy()) for images, labels in ds]
 
 
@@ -210,3 +211,63 @@ def test_a_global_seed_of_zero_does_not_break_the_pipeline(uneven):
         tf.random.set_seed(None)
     check_pk(images, labels, manifest["label_map"], {pid: 1 + pid % 7 for pid in range(1, 25)},
              P=4, K=3)
+
+
+@pytest.fixture(scope="module")
+def two_datasets(tmp_path_factory):
+    """Joint training: dataset A with train pids 1..6 (3 images each), B with pids 11..14."""
+    root = tmp_path_factory.mktemp("joint")
+    (root / "a").mkdir()
+    (root / "b").mkdir()
+    a = write_dataset(root / "a", {pid: 3 for pid in range(1, 7)}, records_per_shard=4)
+    b = write_dataset(root / "b", {pid: 3 for pid in range(11, 15)}, records_per_shard=4)
+    return str(root / "a" / "out"), str(root / "b" / "out"), a, b
+
+
+def identities_of(images: np.ndarray, labels: np.ndarray, k: int) -> list[tuple[int, int]]:
+    """(label, pid read from the image colour: red = pid * 8) of each K-group of a batch."""
+    groups = []
+    for start in range(0, len(labels), k):
+        assert len(set(labels[start:start + k])) == 1  # K images of one identity
+        pids = {int(round(images[i, 0, 0, 0] / 8)) for i in range(start, start + k)}
+        assert len(pids) == 1
+        groups.append((int(labels[start]), pids.pop()))
+    return groups
+
+
+def test_joint_labels_are_offset_per_dataset_and_recorded(two_datasets):
+    a_dir, b_dir, a, b = two_datasets
+    sets = pk.training_sets([a_dir, b_dir])
+    # A has 6 training identities: its labels are 0..5, B's 4 follow as 6..9.
+    assert [(s.label_offset, s.identities) for s in sets] == [(0, 6), (6, 4)]
+    assert pk.num_classes(sets) == 10
+    assert pk.pass_identities(sets) == 10
+    assert pk.pass_identities(sets, "equal") == 8  # 4 from each
+    assert [(m["label_offset"], m["identities"]) for m in pk.label_map(sets)] == [(0, 6), (6, 4)]
+    with pytest.raises(Exception, match="given twice"):
+        pk.training_sets([a_dir, b_dir, a_dir + "/"])
+
+    # One pass, P = 2, K = 3: every identity of both datasets once, whole identities, and each
+    # label is its dataset's label of the pid drawn in the image, plus the dataset's offset.
+    expected = {label: pid for pid, label in
+                ((int(p), int(l)) for p, l in a["label_map"].items())}
+    expected.update({label + 6: pid for pid, label in
+                     ((int(p), int(l)) for p, l in b["label_map"].items())})
+    seen = []
+    for images, labels in batches([a_dir, b_dir], 5, num_identities=2):
+        seen += identities_of(images, labels, 3)
+    assert sorted(seen) == sorted(expected.items())
+
+
+def test_joint_equal_sampling_takes_as_many_identities_from_each(two_datasets):
+    a_dir, b_dir, _, _ = two_datasets
+    passes = []
+    for epoch in range(2):
+        seen = []
+        for images, labels in batches([a_dir, b_dir], 4, num_identities=2, start_epoch=epoch,
+                                      sampling="equal"):
+            seen += [label for label, _ in identities_of(images, labels, 3)]
+        assert len(set(seen)) == 8
+        assert sum(label < 6 for label in seen) == 4 and sum(label >= 6 for label in seen) == 4
+        passes.append(seen)
+    assert passes[0] != passes[1]  # another order (and subset of A) every pass

@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 
 from tests.tf_reid.evaluation.conftest import features, reference_single_gallery_shot
-from tf_reid.evaluation import protocols
+from tests.tf_reid.evaluation.references import reference_evaluate
+from tf_reid.evaluation import matching, protocols
 from tf_reid.evaluation.features_file import SplitFeatures
 from tf_reid.evaluation.metrics import evaluate_rank
-from tf_reid.evaluation.protocols import evaluate_single_gallery_shot, pool_tracklets
+from tf_reid.evaluation.protocols import (evaluate_single_gallery_shot, pool_multi_query,
+                                          pool_tracklets)
 
 
 def random_problem(seed, num_q=12, num_g=40, num_pids=8, num_cams=3):
@@ -238,3 +240,136 @@ def test_pool_tracklets_bad_arguments_raise():
     with pytest.raises(ValueError, match="no frames"):
         pool_tracklets(frames(np.zeros((0, 2)), np.zeros(0, np.int64), np.zeros(0, np.int64),
                               np.zeros(0, np.int64)))
+
+
+def test_pool_multi_query_hand_worked():
+    # Query 0 (pid 1, cam 0) has two images of its pid and camera, [3, 4] and [0, 2], and one of
+    # its pid in camera 1 (not pooled); query 1 (pid 2, cam 0) has one; query 2 (pid 3, cam 1)
+    # none: it keeps its own feature. Each is L2-normalised first: [0.6, 0.8] and [0, 1].
+    query = features([[1, 1], [0, 5], [2, 0]], pids=[1, 2, 3], camids=[0, 0, 1])
+    multi = features([[3, 4], [9, 9], [0, 2], [0, 7], [2, 2]], pids=[1, 1, 1, 2, 3],
+                     camids=[0, 1, 0, 0, 0])
+    pooled, sizes = pool_multi_query(query, multi)
+    np.testing.assert_allclose(pooled.global_, [[0.3, 0.9], [0, 1], [1, 0]], atol=1e-7)
+    assert sizes.tolist() == [2, 1, 0]
+    assert pooled.global_.dtype == np.float32 and pooled.local is None
+    for field in ("pids", "camids", "paths", "tracklets", "frames"):
+        np.testing.assert_array_equal(getattr(pooled, field), getattr(query, field))
+    pooled_max, _ = pool_multi_query(query, multi, "max")
+    np.testing.assert_allclose(pooled_max.global_, [[0.6, 1], [0, 1], [1, 0]], atol=1e-7)
+    # Raw features without normalisation (and the query alone stays raw).
+    raw, _ = pool_multi_query(query, multi, normalize=False)
+    np.testing.assert_allclose(raw.global_, [[1.5, 3], [0, 7], [2, 0]], atol=1e-7)
+
+
+def reference_multi_query(query, multi, method, normalize):
+    """The slow obvious twin of `pool_multi_query`: one query at a time, its images found by a
+    loop over the multi-query split. Returns (global [Q, D], local [Q, h, c] or None, sizes)."""
+    def unit(v):
+        return v / max(np.sqrt(np.sum(v * v)), 1e-12)
+
+    reduce = np.mean if method == "mean" else np.max
+    globals_, locals_, sizes = [], [], []
+    for q in range(len(query)):
+        rows = [m for m in range(len(multi)) if multi.pids[m] == query.pids[q]
+                and multi.camids[m] == query.camids[q]]
+        split, own = (multi, rows) if rows else (query, [q])
+        globals_.append(reduce([unit(split.global_[i].astype(np.float64)) if normalize
+                                else split.global_[i] for i in own], axis=0))
+        if query.local is not None:
+            locals_.append(reduce([[unit(stripe.astype(np.float64)) for stripe in split.local[i]]
+                                   for i in own], axis=0))
+        sizes.append(len(rows))
+    return (np.array(globals_), None if query.local is None else np.array(locals_),
+            np.array(sizes))
+
+
+def loop_euclidean(a, b):
+    """Euclidean distances of L2-normalised rows, one pair at a time, in float64."""
+    a = [x / np.linalg.norm(x) for x in np.asarray(a, np.float64)]
+    b = [y / np.linalg.norm(y) for y in np.asarray(b, np.float64)]
+    return np.array([[np.sqrt(np.sum((x - y) ** 2)) for y in b] for x in a])
+
+
+def multi_query_problem(seed):
+    """Features of 30 queries, 60 gallery and 90 multi-query images over 6 pids x 3 cameras,
+    float32 with stripes; some queries' (pid, camid) have no multi-query image."""
+    rng = np.random.default_rng(seed)
+
+    def split(n, pids, camids):
+        return SplitFeatures(rng.normal(size=(n, 8)).astype(np.float32),
+                             rng.normal(size=(n, 3, 4)).astype(np.float32), pids, camids,
+                             np.array([f"{i}.jpg" for i in range(n)]), np.full(n, -1, np.int64),
+                             np.full(n, -1, np.int64))
+
+    query = split(30, rng.integers(0, 6, 30), rng.integers(0, 3, 30))
+    multi_pids, multi_camids = rng.integers(0, 6, 90), rng.integers(0, 3, 90)
+    multi_camids[multi_pids == query.pids[0]] = (query.camids[0] + 1) % 3  # q0 has none
+    gallery = split(60, rng.integers(0, 6, 60), rng.integers(0, 3, 60))
+    return query, gallery, split(90, multi_pids, multi_camids)
+
+
+@pytest.mark.parametrize("method", ["mean", "max"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_pool_multi_query_matches_loop_reference(method, seed):
+    query, gallery, multi = multi_query_problem(seed)
+    pooled, sizes = pool_multi_query(query, multi, method)
+    want_global, want_local, want_sizes = reference_multi_query(query, multi, method, True)
+    np.testing.assert_array_equal(sizes, want_sizes)
+    assert sizes[0] == 0 and (sizes > 0).sum() > 10
+    np.testing.assert_allclose(pooled.global_, want_global, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(pooled.local, want_local, rtol=1e-5, atol=1e-6)
+    assert pooled.global_.dtype == pooled.local.dtype == np.float32
+
+    # Ranked once per pooled query with the usual junk rule: the library's distances and
+    # evaluate_rank against a loop distance matrix and the per-query reference.
+    ids = (query.pids, gallery.pids, query.camids, gallery.camids)
+    reference = loop_euclidean(want_global, gallery.global_)
+    fast = matching.distances(pooled, gallery, ["global"])["global"]
+    np.testing.assert_allclose(fast, reference, atol=1e-5)
+    cmc, mean_ap, mean_inp, evaluated, _ = reference_evaluate(reference, *ids, 10, "standard")
+    got = evaluate_rank(fast, *ids, max_rank=10, return_details=True)
+    np.testing.assert_allclose(got["cmc"], cmc, atol=1e-12)
+    assert (got["mAP"], got["mINP"], got["num_evaluated"]) == \
+        pytest.approx((mean_ap, mean_inp, evaluated), abs=1e-9)
+
+
+def test_pool_multi_query_raw_features_and_integers():
+    query, _, multi = multi_query_problem(2)
+    pooled, _ = pool_multi_query(query, multi, "mean", normalize=False)
+    want_global, want_local, _ = reference_multi_query(query, multi, "mean", False)
+    np.testing.assert_allclose(pooled.global_, want_global, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(pooled.local, want_local, rtol=1e-5, atol=1e-6)  # always unit
+    def ints(global_, pids):
+        n = len(pids)
+        return SplitFeatures(np.array(global_), None, np.array(pids), np.zeros(n, np.int64),
+                             np.array([f"{i}.jpg" for i in range(n)]), np.full(n, -1),
+                             np.full(n, -1))
+
+    got, _ = pool_multi_query(ints([[1, 2]], [1]), ints([[2, 2], [1, 1]], [1, 1]),
+                              normalize=False)
+    assert got.global_.dtype == np.float64
+    np.testing.assert_array_equal(got.global_, [[1.5, 1.5]])
+
+
+def test_pool_multi_query_without_images_or_stripes():
+    query, _, multi = multi_query_problem(3)
+    empty = SplitFeatures(multi.global_[:0], None, multi.pids[:0], multi.camids[:0],
+                          multi.paths[:0], multi.tracklets[:0], multi.frames[:0])
+    pooled, sizes = pool_multi_query(query, empty)
+    assert sizes.tolist() == [0] * len(query) and pooled.local is None  # no stripes to pool
+    np.testing.assert_allclose(pooled.global_, matching.l2_normalize(query.global_), atol=1e-7)
+
+
+def test_pool_multi_query_bad_arguments_raise():
+    query, _, multi = multi_query_problem(4)
+    with pytest.raises(ValueError, match="method"):
+        pool_multi_query(query, multi, "median")
+    narrow = SplitFeatures(multi.global_[:, :4], None, multi.pids, multi.camids, multi.paths,
+                           multi.tracklets, multi.frames)
+    with pytest.raises(ValueError, match="differ in width"):
+        pool_multi_query(query, narrow)
+    fewer = SplitFeatures(multi.global_, multi.local[:, :2], multi.pids, multi.camids,
+                          multi.paths, multi.tracklets, multi.frames)
+    with pytest.raises(ValueError, match="stripes differ in shape"):
+        pool_multi_query(query, fewer)

@@ -8,17 +8,17 @@ import pytest
 from tests.tf_reid.evaluation.conftest import (make_classic_tfrecords, make_tfrecords,
                                                reference_single_gallery_shot, tiny_model)
 from tf_reid.evaluation import extract
+from tf_reid.data import pk
 from tf_reid.training import loop
-from tfrecords_builder.manifest import read_manifest
 
 
 def test_evaluation_of_cuhk03_classic_is_single_gallery_shot(tmp_path):
     make_tfrecords(str(tmp_path))
     data_dir = make_classic_tfrecords(str(tmp_path))
     student = tiny_model(seed=2)
-    config = loop.TrainConfig(data_dir=data_dir, workdir=str(tmp_path / "run"),
+    config = loop.TrainConfig(data_dirs=(data_dir,), workdir=str(tmp_path / "run"),
                               eval_batch_size=24, progress=False)
-    evaluate = loop._evaluator(config, student, read_manifest(data_dir))
+    evaluate = loop._evaluator(config, student, pk.training_sets([data_dir]))
     got = evaluate()
     assert list(got) == ["global"]
 
