@@ -40,8 +40,8 @@ from tf_reid.training import strategies  # noqa: E402
 from tf_reid.training import workdir as workdir_lib  # noqa: E402
 from tfrecords_builder.manifest import read_manifest  # noqa: E402
 from tfrecords_builder.records import DatasetError  # noqa: E402
-from tools.cli import (FlagError, changed_settings, flags_as_keywords, parse_flags,  # noqa: E402
-                       run_reporting)
+from tools.cli import (FlagError, check_resume, flagfile_text, flags_as_keywords,  # noqa: E402
+                       own_flags, parse_flags, run_reporting)
 
 FLAGS = flags.FLAGS
 
@@ -196,15 +196,6 @@ def batch_errors(values: dict[str, object], train_identities: int,
     return errors
 
 
-def own_flags() -> dict[str, object]:
-    """This module's flags and their values (the run's resolved settings)."""
-    module = sys.modules[__name__]
-    names = [f.name for f in FLAGS.get_flags_for_module(module)]
-    if not names:  # run as __main__: absl files the flags under the script's name
-        names = [f.name for f in FLAGS.get_flags_for_module(sys.argv[0])]
-    return {name: FLAGS[name].value for name in sorted(names)}
-
-
 def recorded_flags(values: dict[str, object]) -> dict[str, object]:
     """The settings as flags.txt records them, so that it works as a --flagfile from any folder:
     only the backbone flags the chosen backbone takes, and the paths absolute."""
@@ -219,45 +210,6 @@ def recorded_flags(values: dict[str, object]) -> dict[str, object]:
                      else os.path.abspath(value))
         recorded[name] = value
     return recorded
-
-
-def flagfile_text(values: dict[str, object]) -> str:
-    lines = []
-    for name, value in values.items():
-        if value is None:
-            continue
-        if isinstance(value, bool):
-            lines.append(f"--{name}" if value else f"--no{name}")
-        elif isinstance(value, list):
-            lines.append(f"--{name}={','.join(map(str, value))}")
-        else:
-            lines.append(f"--{name}={value}")
-    return "\n".join(lines) + "\n"
-
-
-def _settings(flagfile: str) -> dict[str, str]:
-    """`--name=value` / `--name` / `--noname` lines as {name: value} ("--noname" -> "no")."""
-    settings = {}
-    for line in flagfile.split():
-        name, sep, value = line[2:].partition("=")
-        if not sep and name.startswith("no") and name[2:] in FLAGS:
-            name, value = name[2:], "no"
-        settings[name] = value
-    return settings
-
-
-def check_resume(workdir: str, values: dict[str, object]) -> None:
-    """Refuses to resume a run with settings that change the model or its data."""
-    path = os.path.join(workdir, workdir_lib.FLAGS_FILE)
-    if not os.path.isfile(path) or workdir_lib.failed_start(workdir):
-        return  # nothing to resume: the run starts afresh
-    with open(path) as f:
-        saved = _settings(f.read())
-    changed = changed_settings(saved, _settings(flagfile_text(values)), RESUMABLE)
-    if changed:
-        raise workdir_lib.WorkdirError(
-            f"{path}: --resume with different settings ({', '.join(changed)}); only "
-            f"{', '.join(sorted(RESUMABLE))} may change")
 
 
 def config_from_flags() -> loop.TrainConfig:
@@ -302,18 +254,18 @@ def check_flags(values: dict[str, object], replicas: int = 1) -> None:
 def run() -> list[str]:
     import tensorflow as tf
 
-    check_flags(own_flags())
+    check_flags(own_flags(sys.modules[__name__]))
     if FLAGS.cpu_replicas:
         strategies.split_cpu(FLAGS.cpu_replicas)
     if FLAGS.deterministic:
         tf.config.experimental.enable_op_determinism()
     config = config_from_flags()
-    values = recorded_flags(own_flags())
+    values = recorded_flags(own_flags(sys.modules[__name__]))
     if FLAGS.resume:
-        check_resume(FLAGS.workdir, values)
+        check_resume(FLAGS.workdir, values, RESUMABLE, workdir_lib.RUN_FILES)
     strategy = strategies.STRATEGIES[FLAGS.strategy]()
     if strategy.num_replicas_in_sync > 1:  # P identities on each replica
-        check_flags(own_flags(), strategy.num_replicas_in_sync)
+        check_flags(own_flags(sys.modules[__name__]), strategy.num_replicas_in_sync)
     if strategies.is_chief(strategy):
         with workdir_lib.undone_on_failed_start(FLAGS.workdir):
             workdir_lib.prepare(FLAGS.workdir, FLAGS.resume)

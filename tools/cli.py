@@ -14,8 +14,10 @@ flag names (--output, --progress, --data_dir, ...), and absl refuses a name defi
 from __future__ import annotations
 
 import inspect
+import os
 import sys
-from typing import Any, Callable, Collection, Mapping, Sequence, Type
+import types
+from typing import Any, Callable, Collection, Container, Mapping, Sequence, Type
 
 from absl import flags, logging
 
@@ -117,3 +119,76 @@ def changed_settings(saved: Mapping[str, Any], current: Mapping[str, Any],
     """
     return sorted(name for name in set(saved) | set(current)
                   if name not in may_change and saved.get(name) != current.get(name))
+
+
+def own_flags(module: types.ModuleType,
+              flag_values: flags.FlagValues = flags.FLAGS) -> dict[str, Any]:
+    """The flags `module` defines and their values, sorted by name (a run's resolved settings).
+
+    Run as a program (`python -m`), absl files them under the script's path instead.
+    """
+    names = [f.name for f in flag_values.get_flags_for_module(module)]
+    if not names:
+        names = [f.name for f in flag_values.get_flags_for_module(sys.argv[0])]
+    return {name: flag_values[name].value for name in sorted(names)}
+
+
+def flagfile_text(values: Mapping[str, Any]) -> str:
+    """`values` as a --flagfile: `--name=value` lines, `--name` / `--noname` for booleans, lists
+    joined by commas; None values left out."""
+    lines = []
+    for name, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            lines.append(f"--{name}" if value else f"--no{name}")
+        elif isinstance(value, list):
+            lines.append(f"--{name}={','.join(map(str, value))}")
+        else:
+            lines.append(f"--{name}={value}")
+    return "\n".join(lines) + "\n"
+
+
+def flagfile_settings(text: str, flag_names: Container[str] = flags.FLAGS) -> dict[str, str]:
+    """{name: value} of a flagfile's `--name=value` lines; a boolean's `--name` is "True" and
+    its `--noname` "False" (when `name` is in `flag_names`)."""
+    settings = {}
+    for line in text.split():
+        name, sep, value = line[2:].partition("=")
+        if not sep:
+            value = "True"
+            if name.startswith("no") and name[2:] in flag_names:
+                name, value = name[2:], "False"
+        settings[name] = value
+    return settings
+
+
+def check_resume(workdir: str, values: Mapping[str, Any], resumable: Collection[str],
+                 run_files: Collection[str], flag_names: Container[str] = flags.FLAGS) -> None:
+    """Refuses to resume the run in `workdir` with settings that change what it trains.
+
+    Args:
+      workdir: the run's folder; its flags.txt holds the settings it was started with.
+      values: the current settings, as flags.txt records them (`flagfile_text`).
+      resumable: the names that may differ (they change neither the model nor its data).
+      run_files: what the command writes before its first checkpoint: a failed start
+        (`workdir.failed_start`) is not checked, it starts afresh.
+      flag_names: the defined flags (to read `--noname` lines).
+
+    Raises:
+      WorkdirError: a setting outside `resumable` differs.
+    """
+    # Imported here: it loads TensorFlow, which the commands without a workdir do not need.
+    from tf_reid.training import workdir as workdir_lib
+
+    path = os.path.join(workdir, workdir_lib.FLAGS_FILE)
+    if not os.path.isfile(path) or workdir_lib.failed_start(workdir, run_files):
+        return  # nothing to resume: the run starts afresh
+    with open(path) as f:
+        saved = flagfile_settings(f.read(), flag_names)
+    changed = changed_settings(saved, flagfile_settings(flagfile_text(values), flag_names),
+                               resumable)
+    if changed:
+        raise workdir_lib.WorkdirError(
+            f"{path}: --resume with different settings ({', '.join(changed)}); only "
+            f"{', '.join(sorted(resumable))} may change")

@@ -32,12 +32,12 @@ from absl import app, flags  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from tf_reid.models import dcgan  # noqa: E402
+from tf_reid.training import gan as gan_lib  # noqa: E402
 from tf_reid.training import workdir as workdir_lib  # noqa: E402
 from tfrecords_builder import atomic, writer  # noqa: E402
 from tfrecords_builder.manifest import split_table  # noqa: E402
 from tfrecords_builder.records import (GENERATED, NO_IDENTITY, DatasetError,  # noqa: E402
                                        ParsedDataset, Record)
-from tools import train_gan  # noqa: E402
 from tools.cli import parse_flags, run_reporting  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -81,7 +81,7 @@ def load_generator(workdir: str) -> tuple[Any, dict[str, Any], str]:
         raise workdir_lib.WorkdirError(
             f"{workdir}: no checkpoint in {workdir_lib.CHECKPOINTS}/ (not a tools.train_gan "
             "workdir, or stopped before its first epoch ended)")
-    path = os.path.join(workdir, train_gan.CONFIG_FILE)
+    path = os.path.join(workdir, gan_lib.CONFIG_FILE)
     if not os.path.isfile(path):
         raise workdir_lib.WorkdirError(f"{path}: missing; is {workdir} a tools.train_gan workdir?")
     run = workdir_lib.read_json(path)
@@ -107,7 +107,7 @@ def generate_images(generator: Any, num_images: int, seed: int, batch_size: int 
         for start in range(0, num_images, batch_size):
             pixels = dcgan.to_pixels(generator(noise[start:start + batch_size], training=False))
             for i, image in enumerate(pixels, start):
-                images[f"{GENERATED}/{i:0{digits}d}.png"] = train_gan.png_bytes(image)
+                images[f"{GENERATED}/{i:0{digits}d}.png"] = gan_lib.png_bytes(image)
             bar.update(len(pixels))
     return images
 

@@ -1,11 +1,13 @@
-"""tools.cli: flags to keyword arguments by signature, the settings diff, one-line errors."""
+"""tools.cli: flags to keyword arguments by signature, the settings diff, flagfiles, one-line
+errors."""
 
 from __future__ import annotations
 
 import pytest
 from absl import flags
 
-from tools.cli import FlagError, changed_settings, flags_as_keywords, run_reporting
+from tools.cli import (FlagError, changed_settings, flagfile_settings, flagfile_text,
+                       flags_as_keywords, run_reporting)
 
 
 def parse(*argv: str) -> flags.FlagValues:
@@ -59,6 +61,15 @@ def test_changed_settings():
     assert changed_settings(saved, saved, ()) == []
     # A value of None and a missing name are the same setting.
     assert changed_settings({"a": None}, {}, ()) == []
+
+
+def test_flagfile_text_and_settings():
+    values = {"epochs": 3, "flip": True, "jit": False, "data_dir": ["/a", "/b"], "unset": None}
+    text = flagfile_text(values)
+    assert text == "--epochs=3\n--flip\n--nojit\n--data_dir=/a,/b\n"
+    # "--noname" is a false boolean only for a defined flag ("--nodes" is not "des" off).
+    assert flagfile_settings(text + "--nodes\n", flag_names={"epochs", "flip", "jit"}) == {
+        "epochs": "3", "flip": "True", "jit": "False", "data_dir": "/a,/b", "nodes": "True"}
 
 
 def test_run_reporting_prints_lines_or_one_error_line(capsys):

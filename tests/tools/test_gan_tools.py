@@ -16,6 +16,8 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import REPO
+from tf_reid.training import gan
+from tf_reid.training import workdir as workdir_lib
 from tfrecords_builder import features, synthetic, writer
 from tfrecords_builder.manifest import read_manifest
 from tfrecords_builder.records import GENERATED, NO_IDENTITY
@@ -39,8 +41,7 @@ def data_dir(tmp_path_factory):
 
 def test_batches_are_scaled_crops_and_a_pass_depends_only_on_seed_and_epoch(data_dir):
     def batches(start_epoch, count, seed=0):
-        data = train_gan.gan_dataset(data_dir, 32, 16, batch_size=4, seed=seed,
-                                     start_epoch=start_epoch)
+        data = gan.gan_dataset(data_dir, 32, 16, batch_size=4, seed=seed, start_epoch=start_epoch)
         return [b.numpy() for b in data.take(count)]
 
     from_zero = batches(0, 12)  # 24 images: 6 batches per pass
@@ -57,40 +58,41 @@ def test_sizes_and_batches_the_data_cannot_fill_are_flag_errors():
     with pytest.raises(FlagError, match="--height=100 --width=50: a DCGAN size is 4x2 doubled"):
         train_gan.check_size(100, 50)
     train_gan.check_size(32, 16)
-    assert train_gan.steps_per_epoch(24, 4) == 6 and train_gan.steps_per_epoch(25, 4) == 6
+    assert gan.steps_per_epoch(24, 4) == 6 and gan.steps_per_epoch(25, 4) == 6
+    train_gan.check_batch(24, 24)
     with pytest.raises(FlagError, match="--batch_size=30: more than the 24 training images"):
-        train_gan.steps_per_epoch(24, 30)
+        train_gan.check_batch(24, 30)
 
 
 def test_image_grid_layout():
     images = np.stack([np.full((2, 1, 3), value, np.uint8) for value in (10, 20, 30)])
-    grid = train_gan.image_grid(images, columns=2, pad=1, fill=255)
+    grid = gan.image_grid(images, columns=2, pad=1, fill=255)
     # 2 rows x 2 columns of 2x1 cells, 1 pixel apart and from the edges; the 4th cell empty.
     assert grid.shape == (7, 5, 3)
     assert grid[1:3, 1, 0].tolist() == [10, 10] and grid[1:3, 3, 0].tolist() == [20, 20]
     assert grid[4:6, 1, 0].tolist() == [30, 30] and grid[4:6, 3, 0].tolist() == [255, 255]
     assert grid[0].max() == grid[0].min() == 255
-    assert train_gan.grid_columns(32) == 8 and train_gan.grid_columns(8) == 4
+    assert gan.grid_columns(32) == 8 and gan.grid_columns(8) == 4
 
 
 def test_only_a_start_without_checkpoint_counts_as_failed(tmp_path):
     """What a run writes before its first checkpoint is cleared by the next run; anything else,
     or a checkpoint, keeps the workdir (refused unless --resume)."""
     workdir = tmp_path / "run"
-    assert not train_gan.failed_start(str(workdir))  # absent
+    assert not workdir_lib.failed_start(str(workdir), gan.RUN_FILES)  # absent
     workdir.mkdir()
-    assert not train_gan.failed_start(str(workdir))  # empty: nothing to clear
+    assert not workdir_lib.failed_start(str(workdir), gan.RUN_FILES)  # empty: nothing to clear
     for name in ("flags.txt", "gan.json", "noise.npy", "noise.partial-99.npy"):
         (workdir / name).write_text("")
     (workdir / "samples").mkdir()
-    assert train_gan.failed_start(str(workdir))
+    assert workdir_lib.failed_start(str(workdir), gan.RUN_FILES)
     (workdir / "notes.txt").write_text("a user's file")
-    assert not train_gan.failed_start(str(workdir))
+    assert not workdir_lib.failed_start(str(workdir), gan.RUN_FILES)
     (workdir / "notes.txt").unlink()
     (workdir / "checkpoints").mkdir()
     (workdir / "checkpoints" / "ckpt-1.index").write_bytes(b"")
     (workdir / "checkpoints" / "checkpoint").write_text('model_checkpoint_path: "ckpt-1"\n')
-    assert not train_gan.failed_start(str(workdir))
+    assert not workdir_lib.failed_start(str(workdir), gan.RUN_FILES)
 
 
 def command(module, *args):
@@ -156,13 +158,13 @@ def test_killed_run_resumes_as_uninterrupted_and_generates_by_seed(data_dir, tmp
         os.listdir(workdir / "samples"))
     assert (workdir / "samples" / "latest.png").read_bytes() == (
         workdir / "samples" / "epoch_0003.png").read_bytes()
-    assert set(os.listdir(workdir)) == set(train_gan.RUN_FILES)
+    assert set(os.listdir(workdir)) == set(gan.RUN_FILES)
 
     # Every variable (weights, BatchNorm statistics, both Adams, the epoch) equals a run never
     # killed, here trained by the library in this process.
     whole = tmp_path / "whole"
     os.makedirs(whole)
-    result = train_gan.train(train_gan.GanConfig(
+    result = gan.train(gan.GanConfig(
         data_dir=data_dir, workdir=str(whole), height=32, width=16, base_channels=4,
         batch_size=4, epochs=3, num_samples=8, log_every=2, progress=False))
     assert result["epoch"] == 3

@@ -109,8 +109,10 @@ def steps_per_epoch(total_identities: int, num_identities: int, num_replicas: in
     return steps
 
 
-def _pass_seed(seed: int, epoch: tf.Tensor, stream: int) -> tf.Tensor:
-    return tf.cast(seed, tf.int64) * 1_000_003 + epoch * 101 + stream
+def pass_seed(seed: int, epoch: tf.Tensor | int, stream: int) -> tf.Tensor:
+    """int64 scalar, the first half of a stateless seed for random choice `stream` (1, 2, ...) of
+    pass `epoch`: a function of (seed, epoch, stream) only, so a resumed pass draws the same."""
+    return tf.cast(seed, tf.int64) * 1_000_003 + tf.cast(epoch, tf.int64) * 101 + stream
 
 
 SAMPLINGS = ("identities", "equal")
@@ -235,7 +237,7 @@ def pk_dataset(data_dir: str | Sequence[str], num_identities: int = 32, num_inst
                    count: int | None) -> tf.data.Dataset:
         """The identities of one stream's shards in a seeded shard order (`count` of them)."""
         order = tf.random.experimental.stateless_shuffle(
-            tf.range(len(files)), tf.stack([_pass_seed(seed, epoch, 1), stream]))
+            tf.range(len(files)), tf.stack([pass_seed(seed, epoch, 1), stream]))
         shards = tf.data.Dataset.from_tensor_slices((tf.gather(files, order),
                                                      tf.gather(tf.constant(offsets, tf.int64),
                                                                order)))
@@ -256,13 +258,13 @@ def pk_dataset(data_dir: str | Sequence[str], num_identities: int = 32, num_inst
 
         def draw(index, identity):
             label, _, records = identity
-            sample_seed = tf.stack([_pass_seed(seed, epoch, 3), index])
+            sample_seed = tf.stack([pass_seed(seed, epoch, 3), index])
             return sample_instances(records, num_instances, sample_seed), tf.fill([num_instances], label)
 
         def shuffle(index, chunk):
             records, labels = chunk
             order = tf.random.experimental.stateless_shuffle(
-                tf.range(tf.shape(labels)[0]), tf.stack([_pass_seed(seed, epoch, 2), index]))
+                tf.range(tf.shape(labels)[0]), tf.stack([pass_seed(seed, epoch, 2), index]))
             return tf.gather(records, order), tf.gather(labels, order)
 
         # Drawing K before the shuffle keeps K records per identity in the buffer, not all.
@@ -276,9 +278,9 @@ def pk_dataset(data_dir: str | Sequence[str], num_identities: int = 32, num_inst
             # pass and the batch's place in it, so no seed stream runs across passes.
             records, labels = batch
             n = tf.size(records, out_type=tf.int64)
-            image_seeds = tf.stack([tf.fill([n], _pass_seed(seed, epoch, 4)),
+            image_seeds = tf.stack([tf.fill([n], pass_seed(seed, epoch, 4)),
                                     index * n + tf.range(n)], axis=1)
-            batch_seed = tf.stack([_pass_seed(seed, epoch, 5), index])
+            batch_seed = tf.stack([pass_seed(seed, epoch, 5), index])
             return (tf.reshape(records, [-1]), tf.reshape(labels, [-1]), image_seeds,
                     tf.tile(batch_seed[tf.newaxis], [n, 1]))
 

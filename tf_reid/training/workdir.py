@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from typing import Any, Iterator, Sequence
+from typing import Any, Collection, Iterator, Sequence
 
 import keras
 import tensorflow as tf
@@ -48,25 +48,38 @@ def latest_checkpoint(workdir: str) -> str | None:
     return tf.train.latest_checkpoint(os.path.join(workdir, CHECKPOINTS))
 
 
-def failed_start(workdir: str) -> bool:
+def written_for(name: str) -> str:
+    """The file a temporary name is written for: "flags.txt.partial-12" -> "flags.txt",
+    "noise.partial-12.npy" -> "noise.npy" (`atomic.temporary_name`); other names unchanged."""
+    stem, partial, rest = name.partition(atomic.PARTIAL)
+    return stem + rest[len(rest.split(".")[0]):] if partial else name
+
+
+def failed_start(workdir: str, run_files: Collection[str] = RUN_FILES) -> bool:
     """Whether `workdir` holds only what a run writes before its first checkpoint (its flags,
     model config, logs, their temporaries): a start that failed or was killed, nothing to
-    resume."""
+    resume.
+
+    Args:
+      workdir: the run's folder.
+      run_files: the names a run writes into it (a command's own list; `tf_reid.train`'s by
+        default).
+    """
     entries = os.listdir(workdir) if os.path.isdir(workdir) else []
-    own = all(name.split(atomic.PARTIAL)[0] in RUN_FILES for name in entries)
+    own = all(written_for(name) in run_files for name in entries)
     return bool(entries) and own and latest_checkpoint(workdir) is None
 
 
-def prepare(workdir: str, resume: bool) -> bool:
+def prepare(workdir: str, resume: bool, run_files: Collection[str] = RUN_FILES) -> bool:
     """Creates `workdir` or checks it may be reused; returns whether a run is being resumed.
 
-    The leftovers of a failed start (`failed_start`) are cleared: a re-run, with or without
-    --resume, starts afresh instead of being refused.
+    The leftovers of a failed start (`failed_start` with `run_files`) are cleared: a re-run,
+    with or without --resume, starts afresh instead of being refused.
 
     Raises:
       WorkdirError: `workdir` holds other files and `resume` is False.
     """
-    if failed_start(workdir):
+    if failed_start(workdir, run_files):
         for name in os.listdir(workdir):
             atomic.remove(os.path.join(workdir, name))
     if os.path.isdir(workdir) and os.listdir(workdir):
