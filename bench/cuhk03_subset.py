@@ -3,7 +3,9 @@
 The AlignedReID recipe measured on real pedestrians: baseline (ID + global TriHard), aligned
 (+ local TriHard on the aligned distance) and mutual (aligned, 2 students by mutual learning)
 (and, with --variants, the baseline with each other metric loss of `tf_reid.losses.metric`:
-random_triplet, batch_all, contrastive, quadruplet, msml) trained with
+random_triplet, batch_all, contrastive, quadruplet, msml; and lsro / aligned_lsro, baseline /
+aligned with --generated_per_batch GAN samples of --generated_dir in every batch, trained by
+LSRO) trained with
 `tf_reid.training.loop.train` on the CUHK03 crops in ../shared (labeled boxes, new protocol
 restricted to the images present: train 4,145 images / 427 ids, query 832,
 gallery 3,200 of 416 ids) from the converted PyTorch ImageNet MobileNetV2 (`torch_padding`), at
@@ -79,7 +81,11 @@ VARIANTS = {  # name: (loss weights without label smoothing, students)
     # The baseline with another global metric loss (margin 0.3 for each): does TriHard win?
     **{name: (objective.LossWeights(local_triplet=0.0, metric_loss=name), 1)
        for name in ("random_triplet", "batch_all", "contrastive", "quadruplet", "msml")},
+    # With --generated_per_batch GAN samples per batch, trained by LSRO (issue 20).
+    "lsro": (objective.LossWeights(local_triplet=0.0), 1),
+    "aligned_lsro": (objective.LossWeights(), 1),
 }
+LSRO_VARIANTS = ("lsro", "aligned_lsro")
 RECIPE_VARIANTS = ("baseline", "aligned", "mutual")  # what runs without --variants
 SPLITS = ("test", "val")
 SELECT = ("last", "val")
@@ -122,6 +128,10 @@ flags.DEFINE_float("label_smoothing", 0.1, "Label smoothing of the ID loss.")
 flags.DEFINE_bool("eval_flip", False, "Average the features of each image and its mirror.")
 flags.DEFINE_integer("eval_batch_size", 128, "Images per batch of feature extraction.")
 flags.DEFINE_bool("progress", True, "Progress bars.")
+flags.DEFINE_string("generated_dir", os.path.join(REPO, "data", "cuhk03_gan"),
+                    "LSRO variants: tools.generate_gan_samples output (from a tools.train_gan "
+                    "run on the training split).")
+flags.DEFINE_integer("generated_per_batch", 16, "LSRO variants: generated images per batch.")
 
 
 def build_data(output_dir: str, carve: bool) -> str:
@@ -161,7 +171,9 @@ def train_config(variant: str, seed: int, data_dir: str, workdir: str, weights: 
         weight_decay=5e-4, learning_rate=FLAGS.learning_rate, decay_epochs=tuple(decay),
         decay_factor=0.1, warmup_epochs=FLAGS.warmup_epochs, warmup_factor=0.01,
         epochs=FLAGS.epochs, seed=seed, eval_every=eval_every,
-        eval_batch_size=FLAGS.eval_batch_size, progress=FLAGS.progress)
+        eval_batch_size=FLAGS.eval_batch_size, progress=FLAGS.progress,
+        **({"generated_dir": os.path.abspath(FLAGS.generated_dir),
+            "generated_per_batch": FLAGS.generated_per_batch} if variant in LSRO_VARIANTS else {}))
 
 
 def check_settings(config: loop.TrainConfig) -> bool:
@@ -175,6 +187,8 @@ def check_settings(config: loop.TrainConfig) -> bool:
     # earlier sessions are still recognised and resumed.
     settings["data_dir"] = settings.pop("data_dirs")[0]
     del settings["sampling"]
+    if not settings["generated_per_batch"]:
+        del settings["generated_dir"], settings["generated_per_batch"]
     path = os.path.join(config.workdir, SETTINGS_FILE)
     existed = os.path.isfile(path)
     if existed:
@@ -253,7 +267,8 @@ def run_one(variant: str, seed: int, train_dir: str, eval_dir: str, weights: str
     loop.train(config, resume=resume)
     manifest = read_manifest(train_dir)
     steps = pk.steps_per_epoch(manifest["splits"]["train"]["identities"], FLAGS.num_identities)
-    train = training_time(workdir, steps, FLAGS.num_identities * FLAGS.num_instances)
+    train = training_time(workdir, steps, FLAGS.num_identities * FLAGS.num_instances
+                          + config.generated_per_batch)
     train["train_images"] = manifest["splits"]["train"]["images"]
     train["train_identities"] = manifest["splits"]["train"]["identities"]
     evaluation = evaluate(workdir, "best" if select_on_val else "last", eval_dir)
@@ -268,12 +283,12 @@ METRICS = (("R1", "rank1"), ("R5", "rank5"), ("R10", "rank10"), ("mAP", "mAP"))
 def table(results: list[dict[str, Any]]) -> list[str]:
     """variant x seed rows (one line per distance), then mean +- std over seeds per variant."""
     distances = list(matching.VARIANTS)
-    head = (f"{'variant':9} {'seed':>4} {'epochs':>6} {'images':>8} {'train s':>8} {'img/s':>6}"
+    head = (f"{'variant':14} {'seed':>4} {'epochs':>6} {'images':>8} {'train s':>8} {'img/s':>6}"
             f"  {'distance':20}" + "".join(f" {t:>6}" for t, _ in METRICS))
     lines = [head, "-" * len(head)]
     for r in results:
         t = r["train"]
-        left = (f"{r['variant']:9} {r['seed']:4d} {t['epochs']:6d} {t['images']:8,d} "
+        left = (f"{r['variant']:14} {r['seed']:4d} {t['epochs']:6d} {t['images']:8,d} "
                 f"{t['seconds']:8.0f} {t['images_per_second']:6.1f}")
         for i, name in enumerate(d for d in distances if d in r["metrics"]):
             m = r["metrics"][name]
@@ -283,7 +298,7 @@ def table(results: list[dict[str, Any]]) -> list[str]:
     for variant in dict.fromkeys(r["variant"] for r in results):
         rows = [r for r in results if r["variant"] == variant]
         ips = np.array([r["train"]["images_per_second"] for r in rows])
-        left = f"{variant:9} {'mean':>4} {'':6} {'':8} {'':8} {ips.mean():6.1f}"
+        left = f"{variant:14} {'mean':>4} {'':6} {'':8} {'':8} {ips.mean():6.1f}"
         for i, name in enumerate(d for d in distances if all(d in r["metrics"] for r in rows)):
             cells = []
             for _, k in METRICS:

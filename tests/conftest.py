@@ -43,3 +43,24 @@ def write_images(root: os.PathLike, relpaths, data: bytes | None = None) -> None
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "wb") as f:
             f.write(data)
+
+
+def write_generated(root: os.PathLike, count: int, red: int = 250) -> str:
+    """A `tools.generate_gan_samples`-like output in root/gan: `count` constant-colour images of
+    nobody, 8x4, colour (red, 10 x index, 77), in shards of 7; returns its path."""
+    from tfrecords_builder import writer
+    from tfrecords_builder.records import GENERATED, NO_IDENTITY, ParsedDataset, Record
+
+    root = pathlib.Path(root)
+    records = []
+    for index in range(count):
+        path = f"{GENERATED}/{index:06d}.png"
+        pixels = np.empty((8, 4, 3), np.uint8)
+        pixels[...] = (red, index * 10, 77)
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, format="PNG")
+        write_images(root / "gan_src", [path], buf.getvalue())
+        records.append(Record(path, NO_IDENTITY, NO_IDENTITY, GENERATED))
+    parsed = ParsedDataset("dcgan", str(root / "gan_src"), tuple(records))
+    writer.build(parsed, str(root / "gan"), records_per_shard=7, progress=False)
+    return str(root / "gan")

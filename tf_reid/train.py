@@ -14,6 +14,11 @@ identities, each dataset's labels offset by the identities before it (recorded i
 "training_sets"); evaluation reports each dataset under its own protocol and their mean, which
 decides the best checkpoint. `--joint_sampling=equal` draws as many identities from each dataset
 per epoch (the smallest one's count) instead of every identity once.
+
+GAN samples with LSRO (Zheng et al. 2017): `--generated_dir=data/cuhk03_gan --generated_per_batch=N`
+appends N images of a `tools.generate_gan_samples` output to every P x K batch; their ID loss is
+cross-entropy against the uniform distribution over the training identities, and they take no
+part in the metric, local and mutual losses.
 """
 
 from __future__ import annotations
@@ -84,6 +89,11 @@ def define_flags() -> None:
     flags.DEFINE_bool("flip", True, "Random horizontal flips.")
     flags.DEFINE_integer("pad", 10, "Pad this many pixels, then crop randomly (0: off).")
     flags.DEFINE_float("erasing_probability", 0.5, "Random erasing probability (0: off).")
+    flags.DEFINE_string("generated_dir", None, "TFRecords of tools.generate_gan_samples: images "
+                        "of nobody added to every batch, trained with LSRO.")
+    flags.DEFINE_integer("generated_per_batch", 0, "N generated images appended to each "
+                         "replica's P x K batch (needs --generated_dir); ID loss LSRO, no "
+                         "metric loss.")
     # Objective.
     flags.DEFINE_float("id_weight", 1.0, "Weight of the softmax ID loss.")
     flags.DEFINE_float("global_triplet_weight", 1.0, "Weight of the global TriHard loss.")
@@ -134,7 +144,7 @@ RESUMABLE = {"resume", "epochs", "eval_every", "eval_batch_size", "log_every", "
 # Backbone flags, passed to the backbone functions that take them.
 BACKBONE_FLAGS = {"backbone_weights": "weights", "last_stride": "last_stride",
                   "torch_padding": "torch_padding"}
-PATH_FLAGS = ("data_dir", "workdir", "backbone_weights")
+PATH_FLAGS = ("data_dir", "workdir", "backbone_weights", "generated_dir")
 
 
 # Valid values of the numeric flags: (lowest, highest, lowest excluded); None = unbounded.
@@ -144,6 +154,7 @@ RANGES = {
     "local_channels": (1, None, False), "bn_momentum": (0.0, 1.0, False),
     "last_stride": (1, 2, False), "num_identities": (1, None, False),
     "num_instances": (1, None, False), "pad": (0, None, False),
+    "generated_per_batch": (0, None, False),
     "erasing_probability": (0.0, 1.0, False), "id_weight": (0.0, None, False),
     "global_triplet_weight": (0.0, None, False), "local_triplet_weight": (0.0, None, False),
     "mutual_id_weight": (0.0, None, False), "mutual_metric_weight": (0.0, None, False),
@@ -188,6 +199,12 @@ def batch_errors(values: dict[str, object], train_identities: int,
     if values.get("soft_margin") and values.get("metric_loss", "trihard") != "trihard":
         errors.append(f"--soft_margin: applies to --metric_loss=trihard, not "
                       f"--metric_loss={values['metric_loss']}")
+    if values.get("generated_per_batch") and not values.get("generated_dir"):
+        errors.append(f"--generated_per_batch={values['generated_per_batch']}: needs "
+                      "--generated_dir")
+    if values.get("generated_dir") and not values.get("generated_per_batch"):
+        errors.append(f"--generated_dir={values['generated_dir']}: has no effect without "
+                      "--generated_per_batch > 0")
     if values["num_identities"] * replicas > train_identities:
         per_step = (f" x {replicas} replicas = {values['num_identities'] * replicas} identities "
                     "per step," if replicas > 1 else "")
@@ -238,7 +255,8 @@ def config_from_flags() -> loop.TrainConfig:
         epochs=FLAGS.epochs, seed=FLAGS.seed, checkpoints_to_keep=FLAGS.checkpoints_to_keep,
         eval_every=FLAGS.eval_every, eval_batch_size=FLAGS.eval_batch_size,
         eval_flip=FLAGS.eval_flip, precision=FLAGS.precision, jit_compile=FLAGS.jit_compile,
-        log_every=FLAGS.log_every, progress=FLAGS.progress)
+        log_every=FLAGS.log_every, progress=FLAGS.progress, generated_dir=FLAGS.generated_dir,
+        generated_per_batch=FLAGS.generated_per_batch)
 
 
 def check_flags(values: dict[str, object], replicas: int = 1) -> None:
@@ -249,6 +267,8 @@ def check_flags(values: dict[str, object], replicas: int = 1) -> None:
         errors = batch_errors(values, pk.pass_identities(sets, FLAGS.joint_sampling), replicas)
     if errors:
         raise FlagError("; ".join(errors))
+    if FLAGS.generated_dir:  # a missing split or changed shard, before any work
+        pk.generated_shards(FLAGS.generated_dir)
 
 
 def run() -> list[str]:

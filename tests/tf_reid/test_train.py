@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import REPO
+from tests.conftest import REPO, write_generated
 from tf_reid.training import workdir as workdir_lib
 from tfrecords_builder import synthetic, writer
 
@@ -123,23 +123,33 @@ def test_batches_the_objective_cannot_use_are_refused():
     assert train_cli.batch_errors({**triplet, "num_identities": 4, "num_instances": 4,
                                    "soft_margin": True, "metric_loss": "msml"}, 12) == [
         "--soft_margin: applies to --metric_loss=trihard, not --metric_loss=msml"]
+    # Generated images need their folder, and the folder needs a count.
+    assert train_cli.batch_errors({**four, "generated_per_batch": 2}, 12) == [
+        "--generated_per_batch=2: needs --generated_dir"]
+    assert train_cli.batch_errors({**four, "generated_dir": "gan", "generated_per_batch": 0},
+                                  12) == ["--generated_dir=gan: has no effect without "
+                                          "--generated_per_batch > 0"]
     # ID loss alone trains on K = 1.
     id_only = {"global_triplet_weight": 0.0, "local_triplet_weight": 0.0}
     assert train_cli.batch_errors({**id_only, "num_identities": 4, "num_instances": 1}, 12) == []
 
 
 def test_flags_txt_resumes_from_anywhere_and_refuses_changed_settings(data_dir, tmp_path):
+    """(With generated images mixed in by LSRO, which the other end-to-end runs do not train.)"""
     workdir = tmp_path / "run"
+    generated = write_generated(tmp_path, 9)
     # What a killed start leaves (flags, logs, no checkpoint) is nothing to resume: a run with
     # other settings starts afresh, --resume or not.
     (workdir / "logs").mkdir(parents=True)
     (workdir / "flags.txt").write_text("--margin=0.9\n")
     first = train(os.path.relpath(data_dir, REPO), workdir, "--epochs=1", "--eval_every=-1",
-                  "--resume")
+                  "--resume", f"--generated_dir={os.path.relpath(generated, REPO)}",
+                  "--generated_per_batch=2")
     assert first.returncode == 0, first.stderr[-3000:]
     # flags.txt is a flagfile: absolute paths, and only the backbone flags tiny takes.
     text = (workdir / "flags.txt").read_text().split()
     assert f"--data_dir={data_dir}" in text and f"--workdir={workdir}" in text
+    assert f"--generated_dir={generated}" in text and "--generated_per_batch=2" in text
     assert not [line for line in text if "last_stride" in line or "torch_padding" in line]
 
     def resume(*extra):
@@ -150,6 +160,8 @@ def test_flags_txt_resumes_from_anywhere_and_refuses_changed_settings(data_dir, 
 
     done = resume("--epochs=2", "--margin=0.5")
     assert done.returncode == 1 and "margin" in done.stderr and "error:" in done.stderr
+    done = resume("--epochs=2", "--generated_per_batch=3")
+    assert done.returncode == 1 and "generated_per_batch" in done.stderr
     # --epochs may grow: the run continues from epoch 1 to 2.
     done = resume("--epochs=2")
     assert done.returncode == 0, done.stderr[-3000:]

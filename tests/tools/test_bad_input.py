@@ -107,6 +107,10 @@ CASES = {
         "tf_reid.evaluate", ["--workdir=workdir", "--data_dir=data,mine", "--verification",
                              "--output=out.json"],
         "--verification: evaluate one dataset at a time (2 given"),
+    "train_generated_dir_of_real_images": (
+        "tf_reid.train", ["--flagfile=smoke.flags", "--workdir=run", "--generated_dir=data",
+                          "--generated_per_batch=2"],
+        "data: its manifest has no 'generated' split"),
     "train_zero_epochs": (
         "tf_reid.train", ["--flagfile=smoke.flags", "--workdir=run", "--epochs=0"],
         "--epochs=0: must be >= 1"),

@@ -35,6 +35,13 @@ datasets are drawn in proportion to their identities; with "equal" a pass takes 
 of identities from each (the smallest dataset's count; a different random subset of the larger
 ones every pass), alternating between datasets before the shuffle.
 
+Generated images (LSRO, Zheng et al. 2017, arXiv 1701.07717): with `generated_per_batch=N` each
+replica's slice gets N records of a `tools.generate_gan_samples` output appended after its
+P x K real images, with label -1 (`records.NO_IDENTITY`): a global batch is R slices of
+[P x K real, N generated]. The generated records are read in a seeded order per pass (chunks of
+`shuffle_buffer` records permuted, as for identities) and cycled when a pass needs more than
+there are; they are decoded and augmented like the real ones.
+
 Determinism: every random choice is seeded from `seed` (shuffles with explicit seeds, stateless
 ops for sampling and augmentation, deterministic parallel maps), so the same seed gives the same
 batches.
@@ -52,7 +59,7 @@ from tf_reid.data import augment
 from tf_reid.data.tfrecords import largest_shard, parse_identity, shard_files
 from tfrecords_builder import features
 from tfrecords_builder.manifest import read_manifest
-from tfrecords_builder.records import DatasetError
+from tfrecords_builder.records import GENERATED, NO_IDENTITY, DatasetError
 
 # One fused pass instead of four elementwise ones.
 _normalize_compiled = tf.function(augment.normalize, jit_compile=True)
@@ -113,6 +120,87 @@ def pass_seed(seed: int, epoch: tf.Tensor | int, stream: int) -> tf.Tensor:
     """int64 scalar, the first half of a stateless seed for random choice `stream` (1, 2, ...) of
     pass `epoch`: a function of (seed, epoch, stream) only, so a resumed pass draws the same."""
     return tf.cast(seed, tf.int64) * 1_000_003 + tf.cast(epoch, tf.int64) * 101 + stream
+
+
+def generated_shards(generated_dir: str) -> list[str]:
+    """The shards of a `tools.generate_gan_samples` output, each checked.
+
+    Raises:
+      DatasetError: no manifest, no "generated" split, or a shard missing or changed.
+    """
+    manifest = read_manifest(generated_dir)
+    if GENERATED not in manifest["splits"]:
+        raise DatasetError(f"{generated_dir}: its manifest has no {GENERATED!r} split (not a "
+                           "tools.generate_gan_samples output)")
+    return shard_files(generated_dir, GENERATED, manifest)
+
+
+def generated_records(generated_dir: str, per_batch: int, shuffle_buffer: int, seed: int):
+    """A function of the pass giving the generated records of each of its batches.
+
+    Args:
+      generated_dir: a `tools.generate_gan_samples` output.
+      per_batch: generated records per global batch (R x N).
+      shuffle_buffer: records permuted together.
+      seed: seeds the order, per pass.
+
+    Returns:
+      f(epoch) -> endless dataset of ([per_batch] serialised records, [per_batch, 2] int64
+      stateless image seeds), a function of (seed, epoch) only.
+
+    Raises:
+      DatasetError: `generated_dir` has no "generated" split.
+    """
+    files = generated_shards(generated_dir)
+
+    def of_pass(epoch: tf.Tensor) -> tf.data.Dataset:
+        def shuffle(index, chunk):
+            order = tf.random.experimental.stateless_shuffle(
+                tf.range(tf.shape(chunk)[0]), tf.stack([pass_seed(seed, epoch, 6), index]))
+            return tf.gather(chunk, order)
+
+        def seeds(index, records):
+            image_seeds = tf.stack([tf.fill([per_batch], pass_seed(seed, epoch, 7)),
+                                    index * per_batch + tf.range(per_batch, dtype=tf.int64)],
+                                   axis=1)
+            return records, image_seeds
+
+        # The epoch's copy of the records is cycled (not a new order per cycle) so that the
+        # order depends on (seed, epoch) alone.
+        records = (tf.data.TFRecordDataset(files).batch(shuffle_buffer).enumerate()
+                   .map(shuffle).unbatch().repeat())
+        return records.batch(per_batch, drop_remainder=True).enumerate().map(seeds)
+
+    return of_pass
+
+
+def append_generated(real: tuple[tf.Tensor, ...], generated: tuple[tf.Tensor, tf.Tensor],
+                     num_replicas: int) -> tuple[tf.Tensor, ...]:
+    """One global batch's records with each replica's N generated ones after its P x K real.
+
+    Args:
+      real: ([R*P*K] records, [R*P*K] labels, [R*P*K, 2] image seeds, [R*P*K, 2] batch seeds).
+      generated: ([R*N] records, [R*N, 2] image seeds).
+      num_replicas: R.
+
+    Returns:
+      The four tensors of `real` with R*(P*K+N) rows; generated rows have label -1 and the
+      batch's batch seed.
+    """
+    records, labels, image_seeds, batch_seeds = real
+    extra_records, extra_seeds = generated
+    n = tf.shape(extra_records)[0]
+    extra = (extra_records, tf.fill([n], tf.constant(NO_IDENTITY, tf.int64)), extra_seeds,
+             tf.tile(batch_seeds[:1], [n, 1]))
+
+    def per_replica(a, b):  # [R*m, ...] and [R*n, ...] -> [R*(m+n), ...]
+        a = tf.reshape(a, tf.concat([[num_replicas, -1], tf.shape(a)[1:]], 0))
+        b = tf.reshape(b, tf.concat([[num_replicas, -1], tf.shape(b)[1:]], 0))
+        joined = tf.concat([a, b], axis=1)
+        return tf.reshape(joined, tf.concat([[-1], tf.shape(joined)[2:]], 0))
+
+    return tuple(per_replica(a, b) for a, b in zip((records, labels, image_seeds, batch_seeds),
+                                                    extra))
 
 
 SAMPLINGS = ("identities", "equal")
@@ -194,7 +282,8 @@ def pk_dataset(data_dir: str | Sequence[str], num_identities: int = 32, num_inst
                num_replicas: int = 1, shuffle_buffer: int = 1024, cycle_length: int = 4,
                split: str = "train", manifest: dict[str, Any] | None = None,
                num_parallel_calls: int = tf.data.AUTOTUNE, start_epoch: int = 0,
-               sampling: str = "identities") -> tf.data.Dataset:
+               sampling: str = "identities", generated_dir: str | None = None,
+               generated_per_batch: int = 0) -> tf.data.Dataset:
     """An endless dataset of PK training batches (see the module docstring).
 
     Args:
@@ -215,11 +304,17 @@ def pk_dataset(data_dir: str | Sequence[str], num_identities: int = 32, num_inst
         (seed, e), so `start_epoch=e` yields exactly what a dataset started at 0 yields from
         its pass e on: a resumed training run sees the same batches as an uninterrupted one.
       sampling: joint training: one of SAMPLINGS (see the module docstring).
+      generated_dir: a `tools.generate_gan_samples` output (its "generated" split).
+      generated_per_batch: N generated images appended to each replica's P x K (0: none).
 
     Returns:
-      Elements (images [R*P*K, height, width, 3], labels [R*P*K] int64), where labels are the
-      contiguous training labels (offset per dataset); identity-major, R = num_replicas. Images are uint8 in [0, 255],
-      or normalised float32 when `augment_config.normalize`.
+      Elements (images [R*(P*K+N), height, width, 3], labels [R*(P*K+N)] int64), where labels
+      are the contiguous training labels (offset per dataset), -1 for generated images; per
+      replica slice P*K real images identity-major, then N generated; R = num_replicas. Images
+      are uint8 in [0, 255], or normalised float32 when `augment_config.normalize`.
+
+    Raises:
+      DatasetError: generated_per_batch > 0 and generated_dir has no "generated" split.
     """
     sets = training_sets(data_dir, [manifest] if manifest else None)
     window = max(largest_shard(s.manifest, split) for s in sets)
@@ -232,6 +327,9 @@ def pk_dataset(data_dir: str | Sequence[str], num_identities: int = 32, num_inst
     else:  # one stream of every dataset's shards
         streams = [([f for files, _ in parts for f in files],
                     [offset for files, offset in parts for _ in files], None)]
+
+    generated = (generated_records(generated_dir, num_replicas * generated_per_batch,
+                                   shuffle_buffer, seed) if generated_per_batch else None)
 
     def identities(epoch: tf.Tensor, stream: int, files: list[str], offsets: list[int],
                    count: int | None) -> tf.data.Dataset:
@@ -284,7 +382,11 @@ def pk_dataset(data_dir: str | Sequence[str], num_identities: int = 32, num_inst
             return (tf.reshape(records, [-1]), tf.reshape(labels, [-1]), image_seeds,
                     tf.tile(batch_seed[tf.newaxis], [n, 1]))
 
-        return ids.batch(ids_per_batch, drop_remainder=True).enumerate().map(seeds)
+        batches = ids.batch(ids_per_batch, drop_remainder=True).enumerate().map(seeds)
+        if generated is None:
+            return batches
+        return tf.data.Dataset.zip(batches, generated(epoch)).map(
+            lambda real, extra: append_generated(real, extra, num_replicas))
 
     # Per image: decode, resize, flip, pad + crop (uint8 unless normalising in the pipeline).
     # Per batch: random erasing and normalisation, whose per-image scalar ops and float passes
@@ -309,7 +411,7 @@ def pk_dataset(data_dir: str | Sequence[str], num_identities: int = 32, num_inst
             images = _normalize_compiled(images)
         return images, labels
 
-    batch_size = ids_per_batch * num_instances
+    batch_size = num_replicas * (num_identities * num_instances + generated_per_batch)
     images = tf.data.Dataset.counter(start=start_epoch).flat_map(one_pass).unbatch()
     batches = (images
                .map(lambda record, label, image_seed, batch_seed:

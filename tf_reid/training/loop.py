@@ -50,6 +50,8 @@ class TrainConfig:
         XLA-compiled either way).
       log_every: TensorBoard scalars every this many steps.
       progress: show progress bars.
+      generated_dir, generated_per_batch: N images of a `tools.generate_gan_samples` output
+        appended to every replica's P x K batch, trained with LSRO (0: none).
     """
     data_dirs: tuple[str, ...]
     workdir: str
@@ -76,6 +78,8 @@ class TrainConfig:
     log_every: int = 20
     progress: bool = True
     sampling: str = "identities"
+    generated_dir: str | None = None
+    generated_per_batch: int = 0
 
 
 def _optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
@@ -170,7 +174,8 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy, resuming: bool
     replicas = strategy.num_replicas_in_sync
     steps = pk.steps_per_epoch(pk.pass_identities(sets, config.sampling), config.num_identities,
                                replicas)
-    global_batch = config.num_identities * config.num_instances * replicas
+    global_batch = (config.num_identities * config.num_instances
+                    + config.generated_per_batch) * replicas
 
     with strategy.scope():
         # Without the local TriHard nothing trains a stripe branch: the model has none.
@@ -178,7 +183,8 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy, resuming: bool
                                 local_branch=config.losses.local_triplet > 0, **config.model)
                     for i in range(config.students)]
         optimizers = [_optimizer(config, steps) for _ in students]
-        model = trainer.MutualTrainer(students, optimizers, config.losses, config.weight_decay)
+        model = trainer.MutualTrainer(students, optimizers, config.losses, config.weight_decay,
+                                      config.generated_per_batch)
         model.build_optimizers()
         model.compile(optimizer=optimizers[0], jit_compile=config.jit_compile)
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
@@ -202,7 +208,9 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy, resuming: bool
     data = pk.pk_dataset(config.data_dirs, config.num_identities, config.num_instances,
                          *students[0].image_shape[:2], seed=config.seed,
                          augment_config=config.augmentation, num_replicas=replicas,
-                         start_epoch=start, sampling=config.sampling)
+                         start_epoch=start, sampling=config.sampling,
+                         generated_dir=config.generated_dir,
+                         generated_per_batch=config.generated_per_batch)
     progress = callbacks.ProgressBar(config.epochs, steps, global_batch,
                                      config.progress and chief)
     history = model.fit(

@@ -114,6 +114,28 @@ def weighted_sum(terms: dict[str, tf.Tensor], weights: LossWeights) -> tf.Tensor
     return tf.add_n([getattr(weights, name) * terms[name] for name in LOSS_TERMS if name in terms])
 
 
+def average_loss(terms: dict[str, tf.Tensor], weights: LossWeights,
+                 global_real: tf.Tensor, global_batch: tf.Tensor) -> tf.Tensor:
+    """This replica's share of the global mean loss: sum of weight * term over its examples,
+    divided by the global count of the examples the term covers.
+
+    Every term covers the real images (`global_real` of them in the global batch) except
+    "lsro", the ID loss of the generated ones (weighted by `weights.id`), so the ID term's mean
+    runs over all `global_batch` images: (sum of real ID losses + sum of LSRO) / global_batch.
+    Without "lsro", global_real equals global_batch and this is the plain average.
+    """
+    if "lsro" not in terms:
+        return tf.nn.compute_average_loss(weighted_sum(terms, weights),
+                                          global_batch_size=global_batch)
+    identity_terms = weights.id * tf.concat([terms.get("id", tf.zeros([0])), terms["lsro"]], 0)
+    others = {k: v for k, v in terms.items() if k != "id"}
+    loss = tf.nn.compute_average_loss(identity_terms, global_batch_size=global_batch)
+    if any(name in others for name in LOSS_TERMS):
+        loss += tf.nn.compute_average_loss(weighted_sum(others, weights),
+                                           global_batch_size=global_real)
+    return loss
+
+
 def l2_penalty(variables: Sequence[tf.Variable], weight_decay: float) -> tf.Tensor:
     """0.5 * weight_decay * sum ||w||^2 over the kernels (rank >= 2) of `variables`.
 

@@ -10,6 +10,12 @@ own loss.
 Distribution: `fit` runs `train_step` per replica. Per-example losses are averaged with
 `tf.nn.compute_average_loss` over the *global* batch, and the optimizers sum the replicas'
 gradients, so the update equals that of the global batch on one device.
+
+Generated images (LSRO): with `generated_per_batch=N` each replica's batch is P x K real images
+followed by N generated ones (`tf_reid.data.pk`). Every term is computed on the real rows only,
+except the ID loss, whose generated rows take LSRO (`identity.lsro_loss`) instead: as in Zheng et
+al. 2017 the ID term is averaged over all P x K + N images and the other terms over the P x K
+real ones (`objective.average_loss`).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
+from tf_reid.losses import identity
 from tf_reid.models.aligned_reid import AlignedReID
 from tf_reid.training import objective, strategies
 
@@ -33,12 +40,13 @@ class MutualTrainer(keras.Model):
       optimizers: one optimizer per student (a mixed_float16 run passes LossScaleOptimizers).
       weights: the objective's weights and margins.
       weight_decay: coupled L2 on every kernel (see `objective.l2_penalty`).
+      generated_per_batch: N, the generated images at the end of each replica's batch.
     """
 
     def __init__(self, students: Sequence[AlignedReID],
                  optimizers: Sequence[keras.optimizers.Optimizer],
                  weights: objective.LossWeights = objective.LossWeights(),
-                 weight_decay: float = 0.0, **kwargs):
+                 weight_decay: float = 0.0, generated_per_batch: int = 0, **kwargs):
         super().__init__(**kwargs)
         if len(students) != len(optimizers):
             raise ValueError(f"{len(students)} students need as many optimizers, "
@@ -47,7 +55,10 @@ class MutualTrainer(keras.Model):
         self.student_optimizers = list(optimizers)
         self.loss_weights = weights
         self.weight_decay = weight_decay
+        self.generated_per_batch = generated_per_batch
         names = ["loss", *self._term_names(), *STATISTICS]
+        if generated_per_batch and weights.id:
+            names.append("lsro")
         if len(self.students) > 1:
             names += [f"loss_{i}" for i in range(len(self.students))]
         self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
@@ -86,10 +97,14 @@ class MutualTrainer(keras.Model):
     def train_step(self, data):
         images, labels = data
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        real = tf.shape(labels)[0] - self.generated_per_batch
         global_batch = tf.shape(labels)[0] * replicas
+        global_real = real * replicas
         with tf.GradientTape() as tape:
-            outputs = self(images, training=True)
-            own = [objective.student_terms(o, labels, self.loss_weights, self._seed())
+            everything = self(images, training=True)
+            outputs = ([{k: v[:real] for k, v in o.items()} for o in everything]
+                       if self.generated_per_batch else everything)
+            own = [objective.student_terms(o, labels[:real], self.loss_weights, self._seed())
                    for o in outputs]
             dists = [dist for _, dist in own]
             losses, scaled, all_terms = [], [], []
@@ -98,8 +113,10 @@ class MutualTrainer(keras.Model):
                 if len(self.students) > 1:
                     terms.update(objective.mutual_terms(
                         i, [o["logits"] for o in outputs], dists, self.loss_weights))
-                loss = tf.nn.compute_average_loss(
-                    objective.weighted_sum(terms, self.loss_weights), global_batch_size=global_batch)
+                if self.generated_per_batch and self.loss_weights.id:
+                    terms["lsro"] = identity.lsro_loss(
+                        tf.cast(everything[i]["logits"][real:], tf.float32))
+                loss = objective.average_loss(terms, self.loss_weights, global_real, global_batch)
                 loss += tf.nn.scale_regularization_loss(
                     objective.l2_penalty(student.trainable_variables, self.weight_decay))
                 losses.append(loss)
@@ -135,7 +152,7 @@ class MutualTrainer(keras.Model):
         if n > 1:
             for i, loss in enumerate(per_replica):
                 self.trackers[f"loss_{i}"].update_state(loss)
-        for name in self._term_names():
+        for name in self._term_names() + (["lsro"] if "lsro" in self.trackers else []):
             self.trackers[name].update_state(tf.add_n([tf.reduce_mean(t[name]) for t in terms]) / n)
         stats = {
             "active_triplets": [tf.reduce_mean(tf.cast(t["d_ap"] - t["d_an"] + self.loss_weights.margin

@@ -13,10 +13,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from tests.conftest import REPO, write_images
+from tests.conftest import REPO, write_generated, write_images
 from tf_reid.data import augment, pk
 from tfrecords_builder import writer
-from tfrecords_builder.records import ParsedDataset, Record
+from tfrecords_builder.records import DatasetError, ParsedDataset, Record
 
 OFF = augment.AugmentConfig(flip=False, pad=0, erasing_probability=0.0)
 ALL_ON = augment.AugmentConfig(normalize=True)  # every step, pipeline normalisation included
@@ -271,3 +271,68 @@ def test_joint_equal_sampling_takes_as_many_identities_from_each(two_datasets):
         assert sum(label < 6 for label in seen) == 4 and sum(label >= 6 for label in seen) == 4
         passes.append(seen)
     assert passes[0] != passes[1]  # another order (and subset of A) every pass
+
+
+GAN_RED = 250  # no pid of these tests has red pid * 8 == 250
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    return write_generated(tmp_path_factory.mktemp("gan"), 20, red=GAN_RED)
+
+
+def test_generated_images_follow_each_replicas_pk_block(uneven, generated):
+    data_dir, manifest = uneven
+    counts = {pid: 1 + pid % 7 for pid in range(1, 25)}
+    P, K, N, R = 4, 3, 2, 2
+    steps = pk.steps_per_epoch(24, P, R)  # 3
+    got = batches(data_dir, 2 * steps, num_replicas=R, generated_dir=generated,
+                  generated_per_batch=N, num_identities=P)
+    for images, labels in got:
+        assert images.shape == (R * (P * K + N), 16, 8, 3)
+        for replica in range(R):
+            rows = slice(replica * (P * K + N), (replica + 1) * (P * K + N))
+            real_images, real_labels = images[rows][:P * K], labels[rows][:P * K]
+            check_pk(real_images, real_labels, manifest["label_map"], counts, P, K)
+            assert (labels[rows][P * K:] == -1).all()
+            assert (images[rows][P * K:][..., 0] == GAN_RED).all()
+    for epoch in range(2):  # a pass takes 3 x 4 = 12 of the 20 generated images, none twice
+        seen = [int(round(im[0, 0, 1] / 10)) for images, labels in got[epoch * steps:][:steps]
+                for im, label in zip(images, labels) if label == -1]
+        assert len(seen) == 12 and len(set(seen)) == 12 and set(seen) <= set(range(20))
+
+
+def test_generated_images_are_cycled_when_a_pass_needs_more(uneven, tmp_path):
+    data_dir, _ = uneven
+    few = write_generated(tmp_path, 5, red=GAN_RED)
+    got = batches(data_dir, 6, generated_dir=few, generated_per_batch=3)  # 18 drawn of 5
+    seen = [int(round(im[0, 0, 1] / 10)) for images, labels in got
+            for im, label in zip(images, labels) if label == -1]
+    assert len(seen) == 18 and set(seen) == set(range(5))
+    for start in range(0, 15, 5):  # each cycle is the pass's one order
+        assert seen[start:start + 5] == seen[:5]
+
+
+def test_generated_batches_are_seeded_and_resume(uneven, generated):
+    data_dir, _ = uneven
+    steps = pk.steps_per_epoch(24, 4)
+    extra = {"generated_dir": generated, "generated_per_batch": 2, "augment_config": ALL_ON}
+    whole = batches(data_dir, 3 * steps, seed=3, **extra)
+    again = batches(data_dir, 3 * steps, seed=3, num_parallel_calls=1, **extra)
+    resumed = batches(data_dir, steps, seed=3, start_epoch=2, **extra)
+    for (ia, la), (ib, lb) in zip(whole, again):
+        np.testing.assert_array_equal(la, lb)
+        np.testing.assert_array_equal(ia, ib)
+    for (ia, la), (ib, lb) in zip(whole[2 * steps:], resumed):
+        np.testing.assert_array_equal(la, lb)
+        np.testing.assert_array_equal(ia, ib)
+    plain = batches(data_dir, 2 * steps, seed=3, generated_dir=generated, generated_per_batch=2)
+    orders = [[int(round(im[0, 0, 1] / 10)) for im in images[12:]] for images, _ in plain]
+    assert orders[:steps] != orders[steps:], "a new order every pass"
+
+
+def test_a_folder_without_a_generated_split_is_refused(uneven):
+    data_dir, _ = uneven
+    with pytest.raises(DatasetError, match="no 'generated' split"):
+        pk.pk_dataset(str(data_dir), 4, 3, height=16, width=8, generated_dir=str(data_dir),
+                      generated_per_batch=2)

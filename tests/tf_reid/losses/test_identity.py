@@ -1,4 +1,4 @@
-"""id_loss: hand-worked cross-entropy with and without label smoothing, eager and XLA."""
+"""id_loss and lsro_loss: hand-worked cross-entropy (label smoothing, uniform target), eager and XLA."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_reid.losses.identity import id_loss
+from tf_reid.losses.identity import id_loss, lsro_loss
 
 
 @pytest.fixture(params=["eager", "xla"])
@@ -65,3 +65,19 @@ def test_gradient_is_softmax_minus_target():
         loss = id_loss(tf.constant([0]), logits, label_smoothing=0.1)
     # softmax([2, 0]) = [0.880797, 0.119203]; target [0.95, 0.05].
     np.testing.assert_allclose(tape.gradient(loss, logits), [[-0.069203, 0.069203]], atol=1e-6)
+
+
+# LSRO: logits ln [1, 2, 3] give p = [1, 2, 3] / 6, so -(ln 1/6 + ln 2/6 + ln 3/6) / 3
+# = (3 ln 6 - ln 6) / 3 = 2 ln 6 / 3 = ln 36 / 3 (as ln 1 + ln 2 + ln 3 = ln 6); equal logits: ln 3.
+def test_lsro_hand_worked(compiled):
+    out = compiled(lsro_loss)(tf.math.log(tf.constant([[1.0, 2.0, 3.0], [1.0, 1.0, 1.0]])))
+    np.testing.assert_allclose(out, [np.log(36.0) / 3, np.log(3.0)], rtol=1e-6)
+
+
+def test_lsro_is_full_label_smoothing_and_smallest_when_uniform(compiled):
+    rng = np.random.default_rng(1)
+    logits = (2.0 * rng.normal(size=(4, 5))).astype(np.float32)
+    lsro = compiled(lsro_loss)(logits)
+    # eps = 1: the target is uniform whatever the label.
+    np.testing.assert_allclose(lsro, id_loss(tf.constant([0, 1, 2, 3]), logits, 1.0), rtol=1e-6)
+    assert (lsro.numpy() > np.log(5.0)).all()  # Gibbs: cross-entropy >= entropy of the uniform

@@ -105,6 +105,67 @@ def test_a_sampling_metric_loss_draws_with_the_step_and_replica_as_seed():
     np.testing.assert_allclose([first, second], expected, rtol=1e-4)
 
 
+def batch_hard(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Slow reference: per anchor the largest same-label and smallest other-label Euclidean
+    distance."""
+    f = features.astype(np.float64)
+    d_ap, d_an = [], []
+    for i in range(len(labels)):
+        dist = [np.linalg.norm(f[i] - f[j]) for j in range(len(labels))]
+        d_ap.append(max(d for j, d in enumerate(dist) if labels[j] == labels[i]))
+        d_an.append(min(d for j, d in enumerate(dist) if labels[j] != labels[i]))
+    return np.array(d_ap), np.array(d_an)
+
+
+def test_generated_rows_take_no_part_in_mining_or_the_metric_terms():
+    """Generated copies of identity 1's images (label -1, at distance 0 from them) would be the
+    hardest negatives of identity 1 if mined; the step's d_an is that of the real rows alone."""
+    (student,) = students(1, seed=4)
+    real = images(5)
+    x = np.concatenate([real, real[2:4]])  # rows 8, 9 are copies of identity 1's rows 2, 3
+    labels = np.concatenate([LABELS, [-1, -1]])
+    t = trainer.MutualTrainer([student], [keras.optimizers.SGD(0.0)], WEIGHTS,
+                              generated_per_batch=2)
+    logs = t.train_step((tf.constant(x), tf.constant(labels)))
+    features = student(tf.constant(x), training=True)["global"].numpy()
+    np.testing.assert_allclose(features[8], features[2], atol=1e-6)
+    d_ap, d_an = batch_hard(features[:8], LABELS)
+    assert d_an[2:4].min() > 1e-3
+    np.testing.assert_allclose(float(logs["d_ap"]), d_ap.mean(), rtol=1e-4)
+    np.testing.assert_allclose(float(logs["d_an"]), d_an.mean(), rtol=1e-4)
+    expected_triplet = np.maximum(d_ap - d_an + WEIGHTS.margin, 0.0).mean()
+    np.testing.assert_allclose(float(logs["global_triplet"]), expected_triplet, rtol=1e-4,
+                               atol=1e-6)
+
+
+def test_a_step_with_generated_images_follows_the_lsro_objective():
+    """ID term averaged over the 8 real + 2 generated images (LSRO for the generated: the mean
+    of -log softmax over the 4 classes), every other term over the 8 real ones."""
+    (student,) = students(1, seed=7)
+    x = np.concatenate([images(6), images(7, (2, 16, 8, 3))])
+    labels = np.concatenate([LABELS, [-1, -1]])
+    weights = objective.LossWeights(local_triplet=0.5, label_smoothing=0.1)
+    before = [v.numpy() for v in student.trainable_variables]
+    with tf.GradientTape() as tape:
+        out = student(tf.constant(x), training=True)
+        terms, _ = objective.student_terms({k: v[:8] for k, v in out.items()}, LABELS, weights)
+        lsro = -tf.reduce_mean(tf.nn.log_softmax(out["logits"][8:]), axis=1)
+        loss = (weights.id * (tf.reduce_sum(terms["id"]) + tf.reduce_sum(lsro)) / 10.0
+                + tf.reduce_sum(weights.global_triplet * terms["global_triplet"]
+                                + weights.local_triplet * terms["local_triplet"]) / 8.0
+                + objective.l2_penalty(student.trainable_variables, 1e-3))
+    grads = tape.gradient(loss, student.trainable_variables)
+    lr = 0.01
+    t = trainer.MutualTrainer([student], [keras.optimizers.SGD(lr)], weights, weight_decay=1e-3,
+                              generated_per_batch=2)
+    logs = t.train_step((tf.constant(x), tf.constant(labels)))
+    for v, w0, g in zip(student.trainable_variables, before, grads):
+        np.testing.assert_allclose((w0 - v.numpy()) / lr, g.numpy(), rtol=2e-3, atol=2e-5,
+                                   err_msg=v.path)
+    np.testing.assert_allclose(float(logs["lsro"]), float(tf.reduce_mean(lsro)), rtol=1e-5)
+    assert float(logs["lsro"]) >= np.log(4.0)  # never below the uniform distribution's entropy
+
+
 MIRRORED = textwrap.dedent("""
     import json, sys
     from tf_reid.training import strategies
