@@ -36,7 +36,7 @@ import os  # noqa: E402
 
 from absl import app, flags  # noqa: E402
 
-from tf_reid.data import augment, pk  # noqa: E402
+from tf_reid.data import augment, generated, pk  # noqa: E402
 from tf_reid.losses.metric import METRIC_LOSSES  # noqa: E402
 from tf_reid.models.aligned_reid import POOLINGS  # noqa: E402
 from tf_reid.models.backbones import BACKBONES  # noqa: E402
@@ -268,7 +268,7 @@ def check_flags(values: dict[str, object], replicas: int = 1) -> None:
     if errors:
         raise FlagError("; ".join(errors))
     if FLAGS.generated_dir:  # a missing split or changed shard, before any work
-        pk.generated_shards(FLAGS.generated_dir)
+        generated.generated_shards(FLAGS.generated_dir)
 
 
 def run() -> list[str]:

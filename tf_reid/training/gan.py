@@ -23,7 +23,7 @@ import tensorflow as tf
 from PIL import Image
 
 from tf_reid.data import augment
-from tf_reid.data.pk import pass_seed
+from tf_reid.data.seeds import pass_seed
 from tf_reid.data.tfrecords import shard_files
 from tf_reid.models import dcgan
 from tf_reid.training import callbacks
