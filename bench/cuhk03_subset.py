@@ -5,7 +5,8 @@ The AlignedReID recipe measured on real pedestrians: baseline (ID + global TriHa
 (and, with --variants, the baseline with each other metric loss of `tf_reid.losses.metric`:
 random_triplet, batch_all, contrastive, quadruplet, msml; and lsro / aligned_lsro, baseline /
 aligned with --generated_per_batch GAN samples of --generated_dir in every batch, trained by
-LSRO) trained with
+LSRO; mutual_views, mutual whose students each see their own augmentation of the batch) trained
+with
 `tf_reid.training.loop.train` on the CUHK03 crops in ../shared (labeled boxes, new protocol
 restricted to the images present: train 4,145 images / 427 ids, query 832,
 gallery 3,200 of 416 ids) from the converted PyTorch ImageNet MobileNetV2 (`torch_padding`), at
@@ -64,6 +65,7 @@ from absl import app, flags  # noqa: E402
 from bench.common import SHARED_CUHK03  # noqa: E402
 from tf_reid.data import augment, pk  # noqa: E402
 from tf_reid.evaluation import extract, matching, protocols, report  # noqa: E402
+from tf_reid.evaluation.feature_choice import DEFAULT_FLIP  # noqa: E402
 from tf_reid.training import loop, objective  # noqa: E402
 from tf_reid.training import workdir as workdir_lib  # noqa: E402
 from tfrecords_builder import cuhk03, validation, writer  # noqa: E402
@@ -78,6 +80,8 @@ VARIANTS = {  # name: (loss weights without label smoothing, students)
     "baseline": (objective.LossWeights(local_triplet=0.0), 1),
     "aligned": (objective.LossWeights(), 1),
     "mutual": (objective.LossWeights(), 2),
+    # Mutual learning whose two students each see their own augmentation of the batch (issue 21).
+    "mutual_views": (objective.LossWeights(), 2),
     # The baseline with another global metric loss (margin 0.3 for each): does TriHard win?
     **{name: (objective.LossWeights(local_triplet=0.0, metric_loss=name), 1)
        for name in ("random_triplet", "batch_all", "contrastive", "quadruplet", "msml")},
@@ -86,6 +90,7 @@ VARIANTS = {  # name: (loss weights without label smoothing, students)
     "aligned_lsro": (objective.LossWeights(), 1),
 }
 LSRO_VARIANTS = ("lsro", "aligned_lsro")
+INDEPENDENT_VIEWS = ("mutual_views",)
 RECIPE_VARIANTS = ("baseline", "aligned", "mutual")  # what runs without --variants
 SPLITS = ("test", "val")
 SELECT = ("last", "val")
@@ -95,8 +100,8 @@ EVAL_FILE = "bench_eval.json"
 SETTINGS_FILE = "bench_settings.json"
 # Settings a finished run may be asked again with different values: they change neither the
 # model nor its data stream (`--epochs` continues a shorter run).
-REUSABLE = {"workdir", "epochs", "eval_every", "eval_batch_size", "log_every", "progress",
-            "checkpoints_to_keep"}
+REUSABLE = {"workdir", "epochs", "eval_every", "eval_batch_size", "eval_flip", "log_every",
+            "progress", "checkpoints_to_keep"}
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", SHARED_CUHK03, "CUHK03 folder (images_labeled/, split files).")
@@ -125,7 +130,7 @@ flags.DEFINE_float("learning_rate", 3.5e-4, "Adam's base rate.")
 flags.DEFINE_float("warmup_epochs", 2.0, "Linear warm-up from 1% of the rate, in epochs.")
 flags.DEFINE_list("decay_epochs", [], "Epochs of the x0.1 decay (default: 3/4 of --epochs).")
 flags.DEFINE_float("label_smoothing", 0.1, "Label smoothing of the ID loss.")
-flags.DEFINE_bool("eval_flip", False, "Average the features of each image and its mirror.")
+flags.DEFINE_bool("eval_flip", DEFAULT_FLIP, "Average the features of each image and its mirror.")
 flags.DEFINE_integer("eval_batch_size", 128, "Images per batch of feature extraction.")
 flags.DEFINE_bool("progress", True, "Progress bars.")
 flags.DEFINE_string("generated_dir", os.path.join(REPO, "data", "cuhk03_gan"),
@@ -166,12 +171,13 @@ def train_config(variant: str, seed: int, data_dir: str, workdir: str, weights: 
                    input_shape=(FLAGS.height, FLAGS.width, 3)),
         students=students, num_identities=FLAGS.num_identities,
         num_instances=FLAGS.num_instances,
+        mutual_views="independent" if variant in INDEPENDENT_VIEWS else "shared",
         augmentation=augment.AugmentConfig(flip=True, pad=10, erasing_probability=0.5),
         losses=dataclasses.replace(losses, label_smoothing=FLAGS.label_smoothing),
         weight_decay=5e-4, learning_rate=FLAGS.learning_rate, decay_epochs=tuple(decay),
         decay_factor=0.1, warmup_epochs=FLAGS.warmup_epochs, warmup_factor=0.01,
         epochs=FLAGS.epochs, seed=seed, eval_every=eval_every,
-        eval_batch_size=FLAGS.eval_batch_size, progress=FLAGS.progress,
+        eval_batch_size=FLAGS.eval_batch_size, eval_flip=FLAGS.eval_flip, progress=FLAGS.progress,
         **({"generated_dir": os.path.abspath(FLAGS.generated_dir),
             "generated_per_batch": FLAGS.generated_per_batch} if variant in LSRO_VARIANTS else {}))
 
@@ -187,6 +193,8 @@ def check_settings(config: loop.TrainConfig) -> bool:
     # earlier sessions are still recognised and resumed.
     settings["data_dir"] = settings.pop("data_dirs")[0]
     del settings["sampling"]
+    if settings["mutual_views"] == "shared":
+        del settings["mutual_views"]
     if not settings["generated_per_batch"]:
         del settings["generated_dir"], settings["generated_per_batch"]
     path = os.path.join(config.workdir, SETTINGS_FILE)

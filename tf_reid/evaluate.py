@@ -50,6 +50,7 @@ from absl import app, flags  # noqa: E402
 
 from tf_reid.evaluation import (extract, features_file, matching, protocols,  # noqa: E402
                                 report, verification)
+from tf_reid.evaluation.feature_choice import DEFAULT_FEATURE, DEFAULT_FLIP, FEATURES  # noqa: E402
 from tf_reid.evaluation.features_file import SplitFeatures  # noqa: E402
 from tf_reid.training import workdir as workdir_lib  # noqa: E402
 from tfrecords_builder import atomic  # noqa: E402
@@ -71,7 +72,9 @@ def define_flags() -> None:
                       "under its own protocol (default: the training data in model.json).")
     flags.DEFINE_integer("batch_size", 128, "Images per batch during feature extraction.",
                          lower_bound=1)
-    flags.DEFINE_bool("flip", False, "Average the features of each image and its mirror.")
+    flags.DEFINE_enum("feature", DEFAULT_FEATURE, list(FEATURES),
+                      "The global feature: pre-BN-neck or post-BN-neck.")
+    flags.DEFINE_bool("flip", DEFAULT_FLIP, "Average the features of each image and its mirror.")
     flags.DEFINE_bool("local", False, "Also evaluate the global + local (aligned) distance.")
     flags.DEFINE_bool("rerank", False, "Also evaluate each distance k-reciprocal re-ranked.")
     flags.DEFINE_bool("normalize", True, "L2-normalise the global features before distances.")
@@ -149,13 +152,14 @@ def features_from_model(model: Any, workdir: str, data_dir: str, splits: Sequenc
     if MULTI_QUERY in splits and MULTI_QUERY not in manifest["splits"]:
         raise FlagError(f"--multi_query: {data_dir} has no '{MULTI_QUERY}' split; "
                         f"{MULTI_QUERY_HOWTO}")
-    model_fn = extract.keras_model_fn(model)
+    model_fn = extract.keras_model_fn(model, FLAGS.feature)
     extracted = {split: extract.extract_split(model_fn, data_dir, split, height, width,
                                               FLAGS.batch_size, FLAGS.flip, FLAGS.local,
                                               FLAGS.progress)
                  for split in splits}
     metadata = {"data_dir": os.path.abspath(data_dir), "workdir": os.path.abspath(workdir),
-                "which": FLAGS.which, "student": FLAGS.student, "flip": FLAGS.flip,
+                "which": FLAGS.which, "student": FLAGS.student, "feature": FLAGS.feature,
+                "flip": FLAGS.flip,
                 "checkpoint": workdir_lib.checkpoint_path(workdir, FLAGS.which),
                 "height": height, "width": width}
     single_gallery_shot = protocols.single_gallery_shot(manifest)

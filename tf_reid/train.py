@@ -37,6 +37,7 @@ import os  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from tf_reid.data import augment, generated, pk  # noqa: E402
+from tf_reid.evaluation.feature_choice import DEFAULT_FLIP  # noqa: E402
 from tf_reid.losses.metric import METRIC_LOSSES  # noqa: E402
 from tf_reid.models.aligned_reid import POOLINGS  # noqa: E402
 from tf_reid.models.backbones import BACKBONES  # noqa: E402
@@ -83,6 +84,9 @@ def define_flags() -> None:
     flags.DEFINE_float("bn_momentum", 0.9, "Momentum of every BatchNorm's moving statistics (Keras' "
                        "convention; 0.9 = PyTorch's 0.1). Keras' MobileNetV2 ships 0.999.")
     flags.DEFINE_integer("students", 1, "Students; >= 2 trains them together by mutual learning.")
+    flags.DEFINE_enum("mutual_views", "shared", list(loop.MUTUAL_VIEWS),
+                      "Mutual learning: every student sees the same augmented batch (shared), or "
+                      "its own augmentation of the same images (independent).")
     # Batches and augmentation.
     flags.DEFINE_integer("num_identities", 32, "P: identities per batch (per replica).")
     flags.DEFINE_integer("num_instances", 4, "K: images per identity.")
@@ -131,7 +135,8 @@ def define_flags() -> None:
     flags.DEFINE_integer("eval_every", 0,
                          "Evaluate every N epochs (0: at the end only; -1: never).")
     flags.DEFINE_integer("eval_batch_size", 128, "Batch size of feature extraction.")
-    flags.DEFINE_bool("eval_flip", False, "Average features of the image and its mirror.")
+    flags.DEFINE_bool("eval_flip", DEFAULT_FLIP, "Average features of the image and its mirror "
+                     "(as tf_reid.evaluate does by default).")
     flags.DEFINE_integer("checkpoints_to_keep", 3,
                          "Checkpoints of the last epochs kept (+ the best).")
     flags.DEFINE_integer("log_every", 20, "TensorBoard scalars every N steps.")
@@ -199,6 +204,12 @@ def batch_errors(values: dict[str, object], train_identities: int,
     if values.get("soft_margin") and values.get("metric_loss", "trihard") != "trihard":
         errors.append(f"--soft_margin: applies to --metric_loss=trihard, not "
                       f"--metric_loss={values['metric_loss']}")
+    if values.get("mutual_views") == "independent" and values["students"] < 2:
+        errors.append(f"--mutual_views=independent: needs --students >= 2, got "
+                      f"--students={values['students']}")
+    if values.get("mutual_views") == "independent" and values.get("generated_per_batch"):
+        errors.append("--mutual_views=independent: not with --generated_per_batch (generated "
+                      "images have one view)")
     if values.get("generated_per_batch") and not values.get("generated_dir"):
         errors.append(f"--generated_per_batch={values['generated_per_batch']}: needs "
                       "--generated_dir")
@@ -239,7 +250,8 @@ def config_from_flags() -> loop.TrainConfig:
                    bn_neck=FLAGS.bn_neck, local_channels=FLAGS.local_channels,
                    local_pooling=FLAGS.local_pooling, global_pooling=FLAGS.global_pooling,
                    bn_momentum=FLAGS.bn_momentum),
-        students=FLAGS.students, num_identities=FLAGS.num_identities,
+        students=FLAGS.students, mutual_views=FLAGS.mutual_views,
+        num_identities=FLAGS.num_identities,
         num_instances=FLAGS.num_instances,
         augmentation=augment.AugmentConfig(flip=FLAGS.flip, pad=FLAGS.pad,
                                            erasing_probability=FLAGS.erasing_probability),

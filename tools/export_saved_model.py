@@ -26,6 +26,7 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
     """The command's flags (see `tools.cli`)."""
+    from tf_reid.evaluation.feature_choice import DEFAULT_FEATURE, DEFAULT_FLIP, FEATURES
     from tf_reid.training.workdir import WHICH
 
     flags.DEFINE_string("workdir", None, "Training workdir (tf_reid.train).")
@@ -38,6 +39,10 @@ def define_flags() -> None:
                          lower_bound=0)
     flags.DEFINE_integer("warmup_images", 4, "Query images in the warm-up requests (0: no warm-up file).",
                          lower_bound=0)
+    flags.DEFINE_enum("feature", DEFAULT_FEATURE, list(FEATURES),
+                      "The served global feature, as tf_reid.evaluate --feature.")
+    flags.DEFINE_bool("flip", DEFAULT_FLIP, "Serve the mean of each image's features and its "
+                      "mirror's, as tf_reid.evaluate --flip.")
     flags.DEFINE_integer("max_image_pixels", 4096 * 4096,
                          "Largest image (height x width) served; larger ones fail their request.",
                          lower_bound=1)
@@ -73,7 +78,8 @@ def run() -> list[str]:
         card["metrics"] = workdir_lib.read_json(metrics_file)
     images = warmup_images(config["data_dir"], FLAGS.warmup_images) if FLAGS.warmup_images else []
     path = saved_model.export(model, FLAGS.export_dir, FLAGS.model_name,
-                              FLAGS.version, images, card, FLAGS.max_image_pixels)
+                              FLAGS.version, images, card, FLAGS.max_image_pixels,
+                              FLAGS.feature, FLAGS.flip)
     return [f"exported {path}",
             f"serve: tensorflow_model_server --rest_api_port=8501 --port=8500 "
             f"--model_name={FLAGS.model_name} --model_base_path={os.path.abspath(os.path.dirname(path))}"]

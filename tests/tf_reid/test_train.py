@@ -51,15 +51,17 @@ def variables(prefix: str) -> dict[str, np.ndarray]:
 
 def test_smoke_run_writes_the_workdir_and_evaluates(data_dir, tmp_path):
     workdir = tmp_path / "run"
-    # Another global metric loss than TriHard (the other end-to-end runs train TriHard).
-    done = train(data_dir, workdir, "--students=2", "--metric_loss=quadruplet")
+    # Another global metric loss than TriHard (the other end-to-end runs train TriHard), and
+    # students that see their own views (the kill-and-resume run shares one).
+    done = train(data_dir, workdir, "--students=2", "--metric_loss=quadruplet",
+                 "--mutual_views=independent")
     assert done.returncode == 0, done.stderr[-3000:]
     assert {"flags.txt", "model.json", "checkpoints", "best", "logs", "metrics.json"} <= set(
         os.listdir(workdir))
     # flags.txt is a valid flagfile holding the resolved values, command-line overrides included.
     flags_text = (workdir / "flags.txt").read_text().split()
     assert "--students=2" in flags_text and "--backbone=tiny" in flags_text
-    assert "--metric_loss=quadruplet" in flags_text
+    assert "--metric_loss=quadruplet" in flags_text and "--mutual_views=independent" in flags_text
     assert sorted(os.listdir(workdir / "checkpoints")) == [
         "checkpoint", *[f"ckpt-{e}.{ext}" for e in (1, 2, 3)
                         for ext in ("data-00000-of-00001", "index")]]
@@ -129,6 +131,13 @@ def test_batches_the_objective_cannot_use_are_refused():
     assert train_cli.batch_errors({**four, "generated_dir": "gan", "generated_per_batch": 0},
                                   12) == ["--generated_dir=gan: has no effect without "
                                           "--generated_per_batch > 0"]
+    # Views of their own need two students and no generated images (which have one view).
+    assert train_cli.batch_errors({**four, "mutual_views": "independent", "students": 1}, 12) == [
+        "--mutual_views=independent: needs --students >= 2, got --students=1"]
+    assert train_cli.batch_errors({**four, "mutual_views": "independent", "students": 2,
+                                   "generated_dir": "gan", "generated_per_batch": 2}, 12) == [
+        "--mutual_views=independent: not with --generated_per_batch (generated images have "
+        "one view)"]
     # ID loss alone trains on K = 1.
     id_only = {"global_triplet_weight": 0.0, "local_triplet_weight": 0.0}
     assert train_cli.batch_errors({**id_only, "num_identities": 4, "num_instances": 1}, 12) == []

@@ -57,7 +57,9 @@ def test_embed_files_in_process_equals_the_keras_model(exported, tmp_path):
     assert list(saved["query/camids"]) == [int(n[6]) - 1 for n in names]
     pixels = np.stack([augment.decode_and_resize(tf.io.read_file(f), 32, 16, tf.uint8).numpy()
                        for f in files])
-    g = model(pixels, training=False)["global"].numpy()
+    # Served as evaluated (tf_reid.evaluate's defaults): pre-BN, averaged with the mirror.
+    g = (model(pixels, training=False)["global"].numpy()
+         + model(np.ascontiguousarray(pixels[:, :, ::-1]), training=False)["global"].numpy()) / 2
     np.testing.assert_allclose(saved["query/global_"], g / np.linalg.norm(g, axis=1, keepdims=True),
                                atol=1e-5)
     # A features file of one split, as tf_reid.evaluate writes them (what build_index reads).

@@ -254,3 +254,45 @@ def augment(image: tf.Tensor, seed: tf.Tensor,
     if config.pad:
         image = pad_and_random_crop(image, crop_seed, config.pad)
     return image
+
+
+def view_seed(seed: tf.Tensor, view: int) -> tf.Tensor:
+    """[2] seed of augmented view `view` of an image or batch seeded by `seed` ([2]): view 0
+    takes `seed` itself, so one view is exactly the single-view augmentation."""
+    return seed if view == 0 else tf.random.experimental.stateless_fold_in(seed, view)
+
+
+def augment_views(image: tf.Tensor, seed: tf.Tensor, views: int,
+                  config: AugmentConfig = AugmentConfig()) -> tf.Tensor:
+    """`views` independently augmented copies of one image (per-image steps of `augment`).
+
+    Args:
+      image: [H, W, 3] uint8 or float32 in [0, 255], static shape.
+      seed: [2] int32/int64 stateless seed; view v uses `view_seed(seed, v)`.
+      views: V >= 1.
+      config: which steps run.
+
+    Returns:
+      [V, H, W, 3], same dtype.
+    """
+    return tf.stack([augment(image, view_seed(seed, v), config) for v in range(views)])
+
+
+def erase_views(images: tf.Tensor, seed: tf.Tensor, config: AugmentConfig) -> tf.Tensor:
+    """`random_erasing_batch` of each view of a multi-view batch, view v seeded by
+    `view_seed(seed, v)` (no-op when the config's erasing probability is 0).
+
+    Args:
+      images: [B, V, H, W, 3] with static B, V, H, W; uint8 or float32 in [0, 255].
+      seed: [2] int32/int64 stateless seed for the whole batch.
+      config: the erasing settings.
+
+    Returns:
+      [B, V, H, W, 3], same dtype.
+    """
+    if config.erasing_probability <= 0:
+        return images
+    return tf.stack([random_erasing_batch(images[:, v], view_seed(seed, v),
+                                          config.erasing_probability, config.erasing_area,
+                                          config.erasing_aspect, config.erasing_fill)
+                     for v in range(images.shape[1])], axis=1)

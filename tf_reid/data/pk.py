@@ -13,6 +13,10 @@ How a batch is made (one pass = one epoch "by identities"):
   4. each image is decoded, resized, flipped and pad-cropped with its own stateless seed;
      random erasing (and normalisation, if asked for) then runs on the whole batch.
 
+Views: with `views=V` each image is decoded once and augmented V times (flip, crop, erasing
+from V seeds; view 0 is the single-view image), for mutual-learning students that each see
+their own view of the same identities.
+
 Normalisation: with `augment_config.normalize` False (the default) images stay uint8 in
 [0, 255] and the model applies `augment.normalize` as its first step. Where memory bandwidth is
 scarce one float32 pass over a batch costs as much as decoding it (see BUILD.md), and on an
@@ -195,7 +199,7 @@ def pk_dataset(data_dir: str | Sequence[str], num_identities: int = 32, num_inst
                split: str = "train", manifest: dict[str, Any] | None = None,
                num_parallel_calls: int = tf.data.AUTOTUNE, start_epoch: int = 0,
                sampling: str = "identities", generated_dir: str | None = None,
-               generated_per_batch: int = 0) -> tf.data.Dataset:
+               generated_per_batch: int = 0, views: int = 1) -> tf.data.Dataset:
     """An endless dataset of PK training batches (see the module docstring).
 
     Args:
@@ -218,16 +222,23 @@ def pk_dataset(data_dir: str | Sequence[str], num_identities: int = 32, num_inst
       sampling: joint training: one of SAMPLINGS (see the module docstring).
       generated_dir: a `tools.generate_gan_samples` output (its "generated" split).
       generated_per_batch: N generated images appended to each replica's P x K (0: none).
+      views: V augmented views of every image (decoded once; view v's flip, crop and erasing
+        seeded by `augment.view_seed(seed, v)`, so view 0 is the single-view batch), for
+        students that see different views (`trainer.MutualTrainer`); not with generated ones.
 
     Returns:
-      Elements (images [R*(P*K+N), height, width, 3], labels [R*(P*K+N)] int64), where labels
+      Elements (images [R*(P*K+N), height, width, 3], or [R*P*K, V, height, width, 3] when
+      views > 1, labels [R*(P*K+N)] int64), where labels
       are the contiguous training labels (offset per dataset), -1 for generated images; per
       replica slice P*K real images identity-major, then N generated; R = num_replicas. Images
       are uint8 in [0, 255], or normalised float32 when `augment_config.normalize`.
 
     Raises:
       DatasetError: generated_per_batch > 0 and generated_dir has no "generated" split.
+      ValueError: views < 1, or views > 1 with generated images.
     """
+    if views < 1 or (views > 1 and generated_per_batch):
+        raise ValueError(f"views={views}: needs >= 1, and 1 with generated images")
     sets = training_sets(data_dir, [manifest] if manifest else None)
     window = max(largest_shard(s.manifest, split) for s in sets)
     ids_per_batch = num_identities * num_replicas
@@ -310,11 +321,15 @@ def pk_dataset(data_dir: str | Sequence[str], num_identities: int = 32, num_inst
         # Geometric ops move 4x fewer bytes on uint8.
         dtype = tf.float32 if augment_config.normalize else tf.uint8
         pixels = augment.decode_and_resize(encoded, height, width, dtype)
+        if views > 1:
+            return augment.augment_views(pixels, image_seed, views, augment_config), label
         return augment.augment(pixels, image_seed, augment_config), label
 
     def finish(images, labels, batch_seeds):
         batch_seed = batch_seeds[0]
-        if augment_config.erasing_probability > 0:
+        if views > 1:
+            images = augment.erase_views(images, batch_seed, augment_config)
+        elif augment_config.erasing_probability > 0:
             images = augment.random_erasing_batch(
                 images, batch_seed, augment_config.erasing_probability,
                 augment_config.erasing_area, augment_config.erasing_aspect,

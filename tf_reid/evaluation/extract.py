@@ -16,21 +16,51 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from tf_reid.data.eval_input import eval_dataset
+from tf_reid.evaluation.feature_choice import DEFAULT_FEATURE, FEATURES
 from tf_reid.evaluation.features_file import FIELDS, SplitFeatures
 from tfrecords_builder.manifest import read_manifest
 from tfrecords_builder.records import DatasetError
 
 ModelFn = Callable[[tf.Tensor], Mapping[str, Any]]
 
+def feature_output(feature: str) -> str:
+    """The model output key of a `FEATURES` name; a ValueError names an unknown one."""
+    if feature not in FEATURES:
+        raise ValueError(f"unknown feature {feature!r} (one of {', '.join(FEATURES)})")
+    return FEATURES[feature]
 
-def keras_model_fn(model: Callable[..., Mapping[str, tf.Tensor]]) -> ModelFn:
-    """The compiled inference function of a Keras model: uint8 images [B, H, W, 3] ->
-    {"global": [B, D], "local": [B, h, c] (a model with a local branch)}, BatchNorm in
-    inference mode."""
+
+def mirror_average(out: Mapping[str, Any], mirrored: Mapping[str, Any]) -> dict[str, Any]:
+    """Flip test-time augmentation: the mean of an image's features and its mirror's, per key
+    (before any normalisation, which the distance or the served embedding applies after)."""
+    return {k: (out[k] + mirrored[k]) / 2 for k in out}
+
+
+def embed(model: Callable[..., Mapping[str, tf.Tensor]], images: tf.Tensor,
+          feature: str = DEFAULT_FEATURE, flip: bool = False) -> dict[str, tf.Tensor]:
+    """uint8 images [B, H, W, 3] -> {"global": [B, D] the `feature`, "local": [B, h, c] (a
+    model with a local branch)}, BatchNorm in inference mode, with `flip` the mean over each
+    image and its horizontal mirror. What evaluation and the SavedModel both run."""
+    key = feature_output(feature)
+
+    def once(pixels: tf.Tensor) -> dict[str, tf.Tensor]:
+        out = model(pixels, training=False)
+        return {"global": out[key], **({"local": out["local"]} if "local" in out else {})}
+
+    out = once(images)
+    return mirror_average(out, once(tf.reverse(images, axis=[2]))) if flip else out
+
+
+def keras_model_fn(model: Callable[..., Mapping[str, tf.Tensor]],
+                   feature: str = DEFAULT_FEATURE) -> ModelFn:
+    """The compiled `embed` of a Keras model without flip (`extract_features` mirrors the
+    evaluation batches itself): uint8 images [B, H, W, 3] -> {"global": [B, D], "local":
+    [B, h, c]}."""
+    feature_output(feature)
+
     @tf.function(reduce_retracing=True)
     def model_fn(images: tf.Tensor) -> dict[str, tf.Tensor]:
-        out = model(images, training=False)
-        return {key: out[key] for key in ("global", "local") if key in out}
+        return embed(model, images, feature)
 
     return model_fn
 
@@ -72,8 +102,7 @@ def extract_features(model_fn: ModelFn, dataset: Iterable[Mapping[str, Any]], fl
                 mirror = batch.get("image_flipped")
                 if mirror is None:
                     mirror = tf.reverse(batch["image"], axis=[2])
-                mirrored = _outputs(model_fn, mirror, with_local)
-                out = {k: (out[k] + mirrored[k]) / np.float32(2) for k in out}
+                out = mirror_average(out, _outputs(model_fn, mirror, with_local))
             parts["global_"].append(out["global"])
             if with_local:
                 parts["local"].append(out["local"])

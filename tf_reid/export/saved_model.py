@@ -8,7 +8,8 @@ EXPORT_DIR/<model_name>/<version>/
 Signatures (a client sends raw images; resizing is the evaluation input's, see
 `tf_reid.data.augment.resize`, so served embeddings equal evaluated ones):
   serving_default: images tf.string [N] (JPEG/PNG/BMP/GIF bytes, any size)
-                   -> embeddings float32 [N, D], L2-normalised global features
+                   -> embeddings float32 [N, D], L2-normalised global features (by
+                   default the pre-BN feature averaged with its mirror's, as evaluated)
   embed_pixels:    pixels uint8 [N, H, W, 3] (any H, W) -> embeddings [N, D]
   embed_local:     images tf.string [N] -> embeddings [N, D], local float32 [N, h, c]
                    (stripe features for global + local matching; only for a model with a
@@ -30,6 +31,8 @@ import keras
 import tensorflow as tf
 
 from tf_reid.data import augment
+from tf_reid.evaluation import extract
+from tf_reid.evaluation.feature_choice import DEFAULT_FEATURE, DEFAULT_FLIP
 from tf_reid.models.aligned_reid import AlignedReID
 from tfrecords_builder import atomic
 
@@ -87,16 +90,18 @@ def header_size(data: tf.Tensor) -> tf.Tensor:
 class EmbeddingModule(tf.Module):
     """The model's inference path with its preprocessing, as `tf.function`s with fixed inputs."""
 
-    def __init__(self, model: AlignedReID, max_pixels: int = MAX_PIXELS):
+    def __init__(self, model: AlignedReID, max_pixels: int = MAX_PIXELS,
+                 feature: str = DEFAULT_FEATURE, flip: bool = DEFAULT_FLIP):
         super().__init__(name="reid_embedding")
         self.model = model
         self.max_pixels = max_pixels
+        self.feature, self.flip = feature, flip
         self.height, self.width = model.image_shape[:2]
         probe = self._run(tf.zeros((1, self.height, self.width, 3), tf.uint8))
         self.empty_shapes = {name: [0, *value.shape[1:]] for name, value in probe.items()}
 
     def _run(self, pixels: tf.Tensor) -> dict[str, tf.Tensor]:
-        out = self.model(pixels, training=False)
+        out = extract.embed(self.model, pixels, self.feature, self.flip)
         embeddings = tf.math.l2_normalize(tf.cast(out["global"], tf.float32), axis=-1)
         if "local" not in out:
             return {"embeddings": embeddings}
@@ -185,7 +190,8 @@ def write_warmup(path: str, images: Sequence[bytes], model_name: str,
 
 def export(model: AlignedReID, export_dir: str, model_name: str, version: int | None = None,
            warmup_images: Sequence[bytes] = (), model_card: dict[str, Any] | None = None,
-           max_pixels: int = MAX_PIXELS) -> str:
+           max_pixels: int = MAX_PIXELS, feature: str = DEFAULT_FEATURE,
+           flip: bool = DEFAULT_FLIP) -> str:
     """Writes EXPORT_DIR/model_name/version atomically and returns its path.
 
     Args:
@@ -197,6 +203,7 @@ def export(model: AlignedReID, export_dir: str, model_name: str, version: int | 
       model_card: extra facts for model_card.json (training data, metrics, ...).
       max_pixels: the largest image (height x width, from its header) the signatures taking
         encoded images accept.
+      feature, flip: the embedding, as `tf_reid.evaluate` evaluates it (`extract.embed`).
 
     Raises:
       ExportError: the version exists, or the name is not a plain folder name.
@@ -212,7 +219,7 @@ def export(model: AlignedReID, export_dir: str, model_name: str, version: int | 
     # never replaced (a server may be serving it).
     hidden = os.path.join(model_dir, f".{version}.partial-{os.getpid()}")
     with atomic.folder(final, replace=False, temporary=hidden) as partial:
-        module = EmbeddingModule(model, max_pixels)
+        module = EmbeddingModule(model, max_pixels, feature, flip)
         signatures = module.signatures()
         tf.saved_model.save(module, partial, signatures=signatures)
         extra = os.path.join(partial, "assets.extra")
@@ -226,7 +233,7 @@ def export(model: AlignedReID, export_dir: str, model_name: str, version: int | 
                           "max_pixels": max_pixels},
                 "embedding_dim": int(module.serve_images.get_concrete_function()
                                      .structured_outputs["embeddings"].shape[-1]),
-                "backbone": model.backbone_name, "signatures": list(signatures),
+                "feature": feature, "flip": flip, "backbone": model.backbone_name, "signatures": list(signatures),
                 "local_stripes": [int(d) for d in model.backbone.output.shape[1:2]]
                 + [model.local_channels] if model.local_branch else None,
                 "keras": keras.__version__, "tensorflow": tf.__version__,

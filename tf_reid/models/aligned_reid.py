@@ -33,7 +33,7 @@ def pool(x: tf.Tensor, axis: int | tuple[int, ...], kind: str) -> tf.Tensor:
 
 @keras.saving.register_keras_serializable(package="tf_reid")
 class AlignedReID(keras.Model):
-    """AlignedReID network: images -> {"global", "local", "logits"}.
+    """AlignedReID network: images -> {"global", "neck", "local", "logits"}.
 
     Args:
       num_classes: training identities, the classifier's width.
@@ -128,7 +128,9 @@ class AlignedReID(keras.Model):
             updated) when True; nothing else depends on it.
 
         Returns:
-          {"global": [B, D] pre-BN global feature (metric learning, retrieval),
+          {"global": [B, D] pre-BN global feature (metric learning),
+           "neck": [B, D] the same after the BN-neck (the classifier's input; the global
+           feature itself without a neck),
            "local": [B, h, local_channels] stripe features (aligned distance; only with the
            local branch), "logits": [B, num_classes]}.
         """
@@ -143,12 +145,12 @@ class AlignedReID(keras.Model):
             neck = self.bn_neck(neck, training=training)
         logits = self.classifier(neck)
         if not self.local_branch:
-            return {"global": global_feature, "logits": logits}
+            return {"global": global_feature, "neck": neck, "logits": logits}
 
         local = pool(feature_map, 2, self.local_pooling)  # [B, h, C]
         local = self.local_conv(local)
         local = keras.ops.relu(self.local_bn(local, training=training))
-        return {"global": global_feature, "local": local, "logits": logits}
+        return {"global": global_feature, "neck": neck, "local": local, "logits": logits}
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

@@ -16,11 +16,14 @@ import keras
 import tensorflow as tf
 
 from tf_reid.data import augment, pk
+from tf_reid.evaluation.feature_choice import DEFAULT_FLIP
 from tf_reid.models.aligned_reid import AlignedReID
 from tf_reid.training import callbacks, objective, schedule, strategies, trainer
 from tf_reid.training import workdir as workdir_lib
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+# Mutual learning: every student sees the same augmented batch, or its own view of it.
+MUTUAL_VIEWS = ("shared", "independent")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +38,9 @@ class TrainConfig:
       workdir: where the run writes (see `tf_reid.training.workdir`).
       model: keyword arguments of `AlignedReID` except num_classes (backbone, input_shape, ...).
       students: 1 for plain training, >= 2 for mutual learning.
+      mutual_views: one of MUTUAL_VIEWS: "independent" gives each student its own augmentation
+        of the batch's images (`pk.pk_dataset(views=students)`); needs >= 2 students and no
+        generated images.
       num_identities, num_instances: P and K of the PK batches (per replica).
       augmentation: training augmentation (flip, pad-crop, random erasing).
       losses: weights and margins of the objective.
@@ -57,6 +63,7 @@ class TrainConfig:
     workdir: str
     model: dict[str, Any] = dataclasses.field(default_factory=dict)
     students: int = 1
+    mutual_views: str = "shared"
     num_identities: int = 32
     num_instances: int = 4
     augmentation: augment.AugmentConfig = augment.AugmentConfig()
@@ -72,7 +79,7 @@ class TrainConfig:
     checkpoints_to_keep: int = 3
     eval_every: int = 0
     eval_batch_size: int = 128
-    eval_flip: bool = False
+    eval_flip: bool = DEFAULT_FLIP
     precision: str = "float32"
     jit_compile: bool = False
     log_every: int = 20
@@ -149,6 +156,14 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None,
     strategy = strategy or tf.distribute.get_strategy()
     if config.precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {config.precision!r}")
+    if config.mutual_views not in MUTUAL_VIEWS:
+        raise ValueError(f"mutual_views must be one of {MUTUAL_VIEWS}, "
+                         f"got {config.mutual_views!r}")
+    if config.mutual_views == "independent" and (config.students < 2
+                                                 or config.generated_per_batch):
+        raise ValueError("mutual_views='independent' needs >= 2 students and no generated "
+                         f"images (students={config.students}, "
+                         f"generated_per_batch={config.generated_per_batch})")
     if strategies.is_chief(strategy):
         if not resume and tf.train.latest_checkpoint(
                 os.path.join(config.workdir, workdir_lib.CHECKPOINTS)):
@@ -210,7 +225,8 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy, resuming: bool
                          augment_config=config.augmentation, num_replicas=replicas,
                          start_epoch=start, sampling=config.sampling,
                          generated_dir=config.generated_dir,
-                         generated_per_batch=config.generated_per_batch)
+                         generated_per_batch=config.generated_per_batch,
+                         views=config.students if config.mutual_views == "independent" else 1)
     progress = callbacks.ProgressBar(config.epochs, steps, global_batch,
                                      config.progress and chief)
     history = model.fit(

@@ -11,6 +11,9 @@ Distribution: `fit` runs `train_step` per replica. Per-example losses are averag
 `tf.nn.compute_average_loss` over the *global* batch, and the optimizers sum the replicas'
 gradients, so the update equals that of the global batch on one device.
 
+Views: the students see one shared augmented batch, or each its own augmented view of the same
+images (`call`), so that the mutual terms compare two views of one identity batch.
+
 Generated images (LSRO): with `generated_per_batch=N` each replica's batch is P x K real images
 followed by N generated ones (`tf_reid.data.pk`). Every term is computed on the real rows only,
 except the ID loss, whose generated rows take LSRO (`identity.lsro_loss`) instead: as in Zheng et
@@ -92,6 +95,13 @@ class MutualTrainer(keras.Model):
                                f"layers: {', '.join(unbuilt) or 'none'})")
 
     def call(self, images: tf.Tensor, training: bool = False) -> list[dict[str, tf.Tensor]]:
+        """Every student's outputs on images [B, H, W, 3] (the same batch for all), or on
+        [B, V, H, W, 3] with V = students (`pk.pk_dataset(views=V)`): student i sees view i."""
+        if images.shape.rank == 5:
+            if images.shape[1] != len(self.students):
+                raise ValueError(f"{images.shape[1]} views for {len(self.students)} students")
+            return [student(images[:, i], training=training)
+                    for i, student in enumerate(self.students)]
         return [student(images, training=training) for student in self.students]
 
     def train_step(self, data):

@@ -159,6 +159,44 @@ def test_random_erasing_blanks_a_rectangle_of_every_image_with_the_mean_pixel(un
         assert np.all(image[~erased] == image[~erased][0]) and image[~erased][0, 2] == 77
 
 
+def test_view_0_is_the_single_view_batch_and_other_views_differ(uneven):
+    data_dir, _ = uneven
+    on = augment.AugmentConfig()  # flip, pad-crop, erasing; uint8
+    single = batches(data_dir, 3, seed=4, augment_config=on)
+    multi = batches(data_dir, 3, seed=4, augment_config=on, views=3)
+    for (images, labels), (views, view_labels) in zip(single, multi):
+        assert views.shape == (12, 3, 16, 8, 3)
+        np.testing.assert_array_equal(view_labels, labels)
+        np.testing.assert_array_equal(views[:, 0], images)
+        for v in (1, 2):  # own crops and erasing: not a copy of view 0
+            assert (views[:, v] != views[:, 0]).any(axis=(1, 2, 3)).mean() > 0.5
+
+
+def test_views_are_augmentations_of_the_same_image(uneven):
+    """Without augmentation the views are equal; erasing alone blanks a different rectangle of
+    the same image in each view (the images are constant-colour)."""
+    data_dir, _ = uneven
+    (views, _), = batches(data_dir, 1, seed=1, views=2)
+    np.testing.assert_array_equal(views[:, 0], views[:, 1])
+    erase_all = augment.AugmentConfig(flip=False, pad=0, erasing_probability=1.0)
+    (views, _), = batches(data_dir, 1, seed=1, augment_config=erase_all, views=2)
+    fill = np.array([255.0 * m for m in augment.IMAGENET_MEAN]).astype(np.uint8)
+    erased = np.all(views == fill, axis=-1)  # [B, V, H, W]
+    assert erased.any(axis=(2, 3)).all()
+    assert (erased[:, 0] != erased[:, 1]).any(axis=(1, 2)).mean() > 0.5
+    kept = ~(erased[:, 0] | erased[:, 1])
+    np.testing.assert_array_equal(views[:, 0][kept], views[:, 1][kept])
+
+
+def test_views_need_one_view_per_generated_image(uneven):
+    data_dir, _ = uneven
+    with pytest.raises(ValueError, match="views=2"):
+        pk.pk_dataset(str(data_dir), 4, 3, views=2, generated_dir=str(data_dir),
+                      generated_per_batch=2)
+    with pytest.raises(ValueError, match="views=0"):
+        pk.pk_dataset(str(data_dir), 4, 3, views=0)
+
+
 def test_steps_per_epoch():
     assert pk.steps_per_epoch(751, 32) == 23
     assert pk.steps_per_epoch(751, 16, num_replicas=2) == 23

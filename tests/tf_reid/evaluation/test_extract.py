@@ -63,6 +63,26 @@ def test_flip_averages_the_image_and_its_mirror(data_dir):
         np.testing.assert_allclose(got.local, want["local"], rtol=1e-5, atol=1e-5)
 
 
+def test_embed_chooses_the_feature_and_averages_the_mirror(data_dir):
+    keras_model = tiny_model(seed=2)
+    images = np.concatenate([b["image"] for b in gallery_batches(data_dir, flip=False)])[:6]
+    plain = keras_model(images, training=False)
+    mirrored = keras_model(np.ascontiguousarray(images[:, :, ::-1]), training=False)
+    # The BN-neck (inference mode) moves the feature: the two choices differ.
+    assert not np.allclose(plain["global"].numpy(), plain["neck"].numpy(), atol=1e-3)
+    for feature, key in (("pre_bn", "global"), ("post_bn", "neck")):
+        got = extract.embed(keras_model, images, feature)
+        np.testing.assert_allclose(got["global"], plain[key].numpy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(got["local"], plain["local"].numpy(), rtol=1e-5, atol=1e-5)
+        got = extract.embed(keras_model, images, feature, flip=True)
+        np.testing.assert_allclose(got["global"], (plain[key] + mirrored[key]).numpy() / 2,
+                                   rtol=1e-5, atol=1e-5)
+        compiled = extract.keras_model_fn(keras_model, feature)(images)
+        np.testing.assert_allclose(compiled["global"], plain[key].numpy(), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="unknown feature 'neck'.*pre_bn, post_bn"):
+        extract.keras_model_fn(keras_model, "neck")
+
+
 def test_extract_split_reads_the_split_in_manifest_order(data_dir):
     keras_model = tiny_model()
     got = extract.extract_split(extract.keras_model_fn(keras_model), data_dir, "query", HEIGHT,

@@ -18,12 +18,16 @@ from tf_reid.data import augment
 from tf_reid.export import saved_model
 
 
-def reference(model, pixels: np.ndarray) -> dict[str, np.ndarray]:
-    """The Keras model on evaluation-resized uint8 pixels, embeddings normalised in NumPy."""
-    out = model(pixels, training=False)
-    g = out["global"].numpy()
+def reference(model, pixels: np.ndarray, key: str = "global", flip: bool = True
+              ) -> dict[str, np.ndarray]:
+    """The Keras model on evaluation-resized uint8 pixels (by default averaged with the same
+    pixels mirrored in NumPy, as evaluated), embeddings normalised in NumPy."""
+    views = [pixels, np.ascontiguousarray(pixels[:, :, ::-1])] if flip else [pixels]
+    outs = [model(v, training=False) for v in views]
+    g = sum(o[key].numpy() for o in outs) / len(outs)
     return {"embeddings": g / np.linalg.norm(g, axis=1, keepdims=True),
-            **({"local": out["local"].numpy()} if "local" in out else {})}
+            **({"local": sum(o["local"].numpy() for o in outs) / len(outs)}
+               if "local" in outs[0] else {})}
 
 
 def test_layout_is_tf_servings(exported):
@@ -98,18 +102,24 @@ def test_an_image_above_the_cap_fails_its_request_before_decoding(exported):
     assert card["input"]["max_pixels"] == saved_model.MAX_PIXELS == 4096 * 4096
 
 
-def test_a_baseline_serves_no_local_signature(tmp_path):
+def test_a_baseline_serves_no_local_signature_and_the_chosen_feature(tmp_path):
     from tf_reid.models.aligned_reid import AlignedReID
 
     model = AlignedReID(7, backbone="tiny", input_shape=SHAPE, local_branch=False)
-    path = saved_model.export(model, str(tmp_path), "base", warmup_images=[encoded(0)])
+    # Non-trivial BN-neck statistics, so that post-BN differs from pre-BN.
+    model(np.random.default_rng(0).integers(0, 256, (16, *SHAPE), dtype=np.uint8), training=True)
+    path = saved_model.export(model, str(tmp_path), "base", warmup_images=[encoded(0)],
+                              feature="post_bn", flip=False)
     loaded = tf.saved_model.load(path)
     assert sorted(loaded.signatures) == ["embed_pixels", "serving_default"]
-    embeddings = loaded.signatures["serving_default"](images=tf.constant([encoded(3)]))
-    pixels = augment.decode_and_resize(encoded(3), *SHAPE[:2], tf.uint8)[None]
-    np.testing.assert_allclose(embeddings["embeddings"].numpy(),
-                               reference(model, pixels.numpy())["embeddings"], atol=1e-5)
+    embeddings = loaded.signatures["serving_default"](images=tf.constant([encoded(3), encoded(4)]))
+    pixels = np.stack([augment.decode_and_resize(encoded(i), *SHAPE[:2], tf.uint8).numpy()
+                       for i in (3, 4)])
+    want = reference(model, pixels, "neck", flip=False)["embeddings"]
+    assert not np.allclose(want, reference(model, pixels, flip=False)["embeddings"], atol=1e-3)
+    np.testing.assert_allclose(embeddings["embeddings"].numpy(), want, atol=1e-5)
     card = json.load(open(os.path.join(path, "assets.extra", "model_card.json")))
+    assert card["feature"] == "post_bn" and card["flip"] is False
     assert card["signatures"] == ["serving_default", "embed_pixels"]
     assert card["local_stripes"] is None
     records = list(tf.data.TFRecordDataset(
@@ -155,6 +165,7 @@ def test_model_card(exported):
     card = json.load(open(os.path.join(path, "assets.extra", "model_card.json")))
     assert card["input"]["height"] == 32 and card["input"]["width"] == 16
     assert card["backbone"] == "tiny" and card["training_data"] == "synthetic"
+    assert card["feature"] == "pre_bn" and card["flip"] is True  # the evaluated defaults
     assert card["embedding_dim"] == model(np.zeros((1, *SHAPE), np.uint8))["global"].shape[-1]
 
 

@@ -54,7 +54,7 @@ def reference_heads(model: AlignedReID, feature_map: np.ndarray) -> dict[str, np
     local = pools[model.local_pooling](feature_map, axis=2)
     local = local @ model.local_conv.kernel.numpy() + model.local_conv.bias.numpy()
     local = np.maximum(batch_norm(local, model.local_bn), 0.0)
-    return {"global": global_feature, "local": local, "logits": logits}
+    return {"global": global_feature, "neck": neck, "local": local, "logits": logits}
 
 
 def assert_outputs_close(actual: dict, expected: dict, tol: float = 1e-4) -> None:
@@ -67,8 +67,8 @@ def assert_outputs_close(actual: dict, expected: dict, tol: float = 1e-4) -> Non
 def test_output_keys_shapes_dtypes():
     model = tiny_model()
     out = model(images(3))
-    assert sorted(out) == ["global", "local", "logits"]
-    assert out["global"].shape == (3, 16)  # pooled C = 4 * width
+    assert sorted(out) == ["global", "local", "logits", "neck"]
+    assert out["global"].shape == out["neck"].shape == (3, 16)  # pooled C = 4 * width
     assert out["local"].shape == (3, 4, 6)
     assert out["logits"].shape == (3, 5)
     assert all(v.dtype == tf.float32 for v in out.values())
@@ -85,7 +85,7 @@ def test_without_local_branch_no_stripe_variables_nor_output():
     baseline.set_weights([w.numpy() for w in full.weights if "local_" not in w.path])
     pixels = images(2, seed=4)
     out = baseline(pixels)
-    assert sorted(out) == ["global", "logits"]
+    assert sorted(out) == ["global", "logits", "neck"]
     expected = full(pixels)
     assert_outputs_close(out, {k: np.asarray(expected[k]) for k in out}, tol=0)
     rebuilt = AlignedReID.from_config(baseline.get_config())
@@ -138,7 +138,7 @@ def test_training_flag_switches_batch_norm_only():
         np.testing.assert_array_equal(a, w.numpy())
 
     training = model(pixels, training=True)
-    for key in ("global", "local", "logits"):
+    for key in ("global", "neck", "local", "logits"):
         assert not np.allclose(np.asarray(training[key]), np.asarray(inference[key])), key
     # Only BN moving statistics moved (no optimiser step was taken).
     for a, w in zip(before, model.weights):

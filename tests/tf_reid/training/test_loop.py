@@ -17,7 +17,7 @@ def test_evaluation_of_cuhk03_classic_is_single_gallery_shot(tmp_path):
     data_dir = make_classic_tfrecords(str(tmp_path))
     student = tiny_model(seed=2)
     config = loop.TrainConfig(data_dirs=(data_dir,), workdir=str(tmp_path / "run"),
-                              eval_batch_size=24, progress=False)
+                              eval_batch_size=24, eval_flip=False, progress=False)
     evaluate = loop._evaluator(config, student, pk.training_sets([data_dir]))
     got = evaluate()
     assert list(got) == ["global"]
@@ -36,3 +36,16 @@ def test_evaluation_of_cuhk03_classic_is_single_gallery_shot(tmp_path):
     assert got["global"] == pytest.approx({
         "rank1": cmc[0], "rank5": cmc[4], "rank10": cmc[9], "mAP": mean_ap, "mINP": mean_ap,
         "num_query": 24, "skipped_queries": 0}, abs=1e-9)
+
+
+@pytest.mark.parametrize("settings, problem", [
+    ({"mutual_views": "independent"}, "needs >= 2 students"),
+    ({"mutual_views": "independent", "students": 2, "generated_per_batch": 2}, "no generated"),
+    ({"mutual_views": "each"}, "must be one of"),
+])
+def test_views_of_their_own_need_students_and_real_images(tmp_path, settings, problem):
+    config = loop.TrainConfig(data_dirs=(str(tmp_path / "no_data"),),
+                              workdir=str(tmp_path / "run"), **settings)
+    with pytest.raises(ValueError, match=problem):
+        loop.train(config)
+    assert not (tmp_path / "run").exists(), "refused before anything is written"

@@ -19,9 +19,11 @@ from tf_reid.losses import metric
 from tf_reid.training import objective, trainer
 
 def reference_gradients(models, x, labels, index, weight_decay):
-    """Student `index`'s gradient of its own loss, with the peers' outputs as constants."""
+    """Student `index`'s gradient of its own loss, with the peers' outputs as constants; x is
+    one batch for every student or a list of one batch per student."""
+    xs = x if isinstance(x, list) else [x] * len(models)
     with tf.GradientTape() as tape:
-        outs = [m(x, training=True) for m in models]
+        outs = [m(xi, training=True) for m, xi in zip(models, xs)]
         outs = [o if i == index else {k: tf.stop_gradient(v) for k, v in o.items()}
                 for i, o in enumerate(outs)]
         own = [objective.student_terms(o, labels, WEIGHTS) for o in outs]
@@ -48,6 +50,25 @@ def test_each_student_moves_along_its_own_loss_gradient():
                                        err_msg=v.path)
     assert set(logs) >= {"loss", "loss_0", "loss_1", "loss_2", "mutual_id", "mutual_metric",
                          "active_triplets", "d_ap", "d_an"}
+
+
+def test_with_one_view_per_student_each_learns_from_its_own_view():
+    """Images [B, V, H, W, 3]: student i's update is the gradient of its loss computed on view
+    i, the mutual terms comparing its outputs on view i with its peer's on the other view."""
+    models = students(2, seed=2)
+    views = [images(3), images(4)]
+    before = [[v.numpy() for v in m.trainable_variables] for m in models]
+    expected = [reference_gradients(models, views, LABELS, i, 1e-3) for i in range(2)]
+    lr = 0.01
+    t = trainer.MutualTrainer(models, [keras.optimizers.SGD(lr) for _ in models], WEIGHTS,
+                              weight_decay=1e-3)
+    t.train_step((tf.constant(np.stack(views, axis=1)), tf.constant(LABELS)))
+    for m, old, grads in zip(models, before, expected):
+        for v, w0, g in zip(m.trainable_variables, old, grads):
+            np.testing.assert_allclose((w0 - v.numpy()) / lr, g.numpy(), rtol=2e-3, atol=2e-5,
+                                       err_msg=v.path)
+    with pytest.raises(ValueError, match="3 views for 2 students"):
+        t(tf.constant(np.stack(views + views[:1], axis=1)))
 
 
 def test_fit_before_build_optimizers_is_one_clear_error():
