@@ -62,7 +62,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from bench.common import SHARED_CUHK03  # noqa: E402
+from bench.common import SETTINGS_FILE, SHARED_CUHK03  # noqa: E402
 from tf_reid.data import augment, pk  # noqa: E402
 from tf_reid.evaluation import extract, matching, protocols, report  # noqa: E402
 from tf_reid.evaluation.feature_choice import DEFAULT_FLIP  # noqa: E402
@@ -97,7 +97,6 @@ SELECT = ("last", "val")
 # PyTorch Bag-of-Tricks MobileNetV2 baseline on the same data, split, weights and input size.
 BAR = {"rank1": 0.457, "mAP": 0.450, "images_per_second": 41.0, "epochs": 23}
 EVAL_FILE = "bench_eval.json"
-SETTINGS_FILE = "bench_settings.json"
 # Settings a finished run may be asked again with different values: they change neither the
 # model nor its data stream (`--epochs` continues a shorter run).
 REUSABLE = {"workdir", "epochs", "eval_every", "eval_batch_size", "eval_flip", "log_every",

@@ -3,7 +3,7 @@
 Which global feature to evaluate and serve, chosen on validation identities, never on the test
 split (issue 21): for each workdir trained on the validation variant of `bench.cuhk03_subset`
 (`--split=val`), its last student 0 is evaluated on the held-out query/gallery of that variant
-with every combination of the feature (`tf_reid.evaluation.extract.FEATURES`: pre-BN global or
+with every combination of the feature (`tf_reid.evaluation.feature_choice.FEATURES`: pre-BN global or
 post-BN-neck), L2 normalisation before the Euclidean distance, and flip averaging; global
 distance, no re-ranking. Prints rank-1 / mAP per workdir and their mean per combination, best
 mean mAP first, and writes <runs_dir>/feature_choice.json.
@@ -29,13 +29,14 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from bench.common import SETTINGS_FILE  # noqa: E402
 from tf_reid.evaluation import extract, protocols, report  # noqa: E402
+from tf_reid.evaluation.feature_choice import FEATURES  # noqa: E402
 from tf_reid.training import workdir as workdir_lib  # noqa: E402
 from tfrecords_builder.manifest import read_manifest  # noqa: E402
 from tools.cli import warnings_only_unless_verbose  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SETTINGS_FILE = "bench_settings.json"  # as bench.cuhk03_subset writes it
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("workdirs", None, "bench.cuhk03_subset --split=val workdirs.")
@@ -49,8 +50,8 @@ flags.mark_flag_as_required("workdirs")
 
 
 def combinations() -> list[tuple[str, bool, bool]]:
-    """(feature, normalize, flip) for every feature of `extract.FEATURES`."""
-    return list(itertools.product(extract.FEATURES, (True, False), (False, True)))
+    """(feature, normalize, flip) for every feature of `FEATURES`."""
+    return list(itertools.product(FEATURES, (True, False), (False, True)))
 
 
 def evaluate_workdir(workdir: str, data_dir: str) -> dict[tuple[str, bool, bool], dict]:
@@ -64,7 +65,7 @@ def evaluate_workdir(workdir: str, data_dir: str) -> dict[tuple[str, bool, bool]
     height, width = model.image_shape[:2]
     single_gallery_shot = protocols.single_gallery_shot(read_manifest(data_dir))
     results = {}
-    for feature in extract.FEATURES:
+    for feature in FEATURES:
         model_fn = extract.keras_model_fn(model, feature)
         for flip in (False, True):
             query, gallery = (extract.extract_split(model_fn, data_dir, split, height, width,

@@ -23,6 +23,7 @@ from tfrecords_builder.records import DatasetError
 
 ModelFn = Callable[[tf.Tensor], Mapping[str, Any]]
 
+
 def feature_output(feature: str) -> str:
     """The model output key of a `FEATURES` name; a ValueError names an unknown one."""
     if feature not in FEATURES:

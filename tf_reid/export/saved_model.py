@@ -233,7 +233,8 @@ def export(model: AlignedReID, export_dir: str, model_name: str, version: int | 
                           "max_pixels": max_pixels},
                 "embedding_dim": int(module.serve_images.get_concrete_function()
                                      .structured_outputs["embeddings"].shape[-1]),
-                "feature": feature, "flip": flip, "backbone": model.backbone_name, "signatures": list(signatures),
+                "feature": feature, "flip": flip, "backbone": model.backbone_name,
+                "signatures": list(signatures),
                 "local_stripes": [int(d) for d in model.backbone.output.shape[1:2]]
                 + [model.local_channels] if model.local_branch else None,
                 "keras": keras.__version__, "tensorflow": tf.__version__,
