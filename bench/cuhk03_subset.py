@@ -5,8 +5,9 @@ The AlignedReID recipe measured on real pedestrians: baseline (ID + global TriHa
 (and, with --variants, the baseline with each other metric loss of `tf_reid.losses.metric`:
 random_triplet, batch_all, contrastive, quadruplet, msml; and lsro / aligned_lsro, baseline /
 aligned with --generated_per_batch GAN samples of --generated_dir in every batch, trained by
-LSRO; mutual_views, mutual whose students each see their own augmentation of the batch) trained
-with
+LSRO; mutual_views, mutual whose students each see their own augmentation of the batch, and
+mutual_views_dml, the same with Deep Mutual Learning's KL weight 1 instead of AlignedReID's 0.01)
+trained with
 `tf_reid.training.loop.train` on the CUHK03 crops in ../shared (labeled boxes, new protocol
 restricted to the images present: train 4,145 images / 427 ids, query 832,
 gallery 3,200 of 416 ids) from the converted PyTorch ImageNet MobileNetV2 (`torch_padding`), at
@@ -82,6 +83,9 @@ VARIANTS = {  # name: (loss weights without label smoothing, students)
     "mutual": (objective.LossWeights(), 2),
     # Mutual learning whose two students each see their own augmentation of the batch (issue 21).
     "mutual_views": (objective.LossWeights(), 2),
+    # ... with the KL term at Deep Mutual Learning's weight (1, arXiv 1706.00384): at 0.01 the
+    # peers barely teach each other.
+    "mutual_views_dml": (objective.LossWeights(mutual_id=1.0), 2),
     # The baseline with another global metric loss (margin 0.3 for each): does TriHard win?
     **{name: (objective.LossWeights(local_triplet=0.0, metric_loss=name), 1)
        for name in ("random_triplet", "batch_all", "contrastive", "quadruplet", "msml")},
@@ -90,7 +94,7 @@ VARIANTS = {  # name: (loss weights without label smoothing, students)
     "aligned_lsro": (objective.LossWeights(), 1),
 }
 LSRO_VARIANTS = ("lsro", "aligned_lsro")
-INDEPENDENT_VIEWS = ("mutual_views",)
+INDEPENDENT_VIEWS = ("mutual_views", "mutual_views_dml")
 RECIPE_VARIANTS = ("baseline", "aligned", "mutual")  # what runs without --variants
 SPLITS = ("test", "val")
 SELECT = ("last", "val")
