@@ -1,22 +1,21 @@
 """python -m bench.cuhk03_subset [--seeds 0,1,2] [--epochs 20] [--split test|val] [--select last|val]
 
-The AlignedReID recipe measured on real pedestrians: baseline (ID + global TriHard), aligned
-(+ local TriHard on the aligned distance) and mutual (aligned, 2 students by mutual learning)
-(and, with --variants, the baseline with each other metric loss of `tf_reid.losses.metric`:
-random_triplet, batch_all, contrastive, quadruplet, msml; and lsro / aligned_lsro, baseline /
-aligned with --generated_per_batch GAN samples of --generated_dir in every batch, trained by
-LSRO; mutual_views, mutual whose students each see their own augmentation of the batch, and
-mutual_views_dml, the same with Deep Mutual Learning's KL weight 1 instead of AlignedReID's 0.01)
-trained with
-`tf_reid.training.loop.train` on the CUHK03 crops in ../shared (labeled boxes, new protocol
-restricted to the images present: train 4,145 images / 427 ids, query 832,
-gallery 3,200 of 416 ids) from the converted PyTorch ImageNet MobileNetV2 (`torch_padding`), at
-256x128, with the same data, epochs, schedule and batches for every variant: P x K = 16 x 4,
-flip + pad-crop + random erasing, label smoothing 0.1, Adam 3.5e-4 with linear warm-up (Bag of
-Tricks, arXiv 1903.07071) and a x0.1 decay, coupled weight decay 5e-4. Each variant's final
-student (student 0 of mutual) is evaluated on the real query/gallery with the global and the
-global + local distance, each also re-ranked: rank-1/5/10 and mAP. Prints one table (variant x
-seed, then mean and standard deviation over seeds) with training images/s (images seen /
+The AlignedReID recipe measured on real pedestrians: baseline (ID + global TriHard), aligned (+
+local TriHard on the aligned distance) and mutual (aligned, 2 students by mutual learning) (and,
+with --variants, the baseline with each other metric loss of `tf_reid.losses.metric`:
+random_triplet, batch_all, contrastive, quadruplet, msml, and msml_l2 on L2-normalised features;
+and lsro / aligned_lsro, baseline / aligned with --generated_per_batch GAN samples of
+--generated_dir in every batch, trained by LSRO; mutual_views, mutual whose students each see their
+own augmentation of the batch, and mutual_views_dml, the same with Deep Mutual Learning's KL weight
+1 instead of AlignedReID's 0.01) trained with `tf_reid.training.loop.train` on the CUHK03 crops in
+../shared (labeled boxes, new protocol restricted to the images present: train 4,145 images / 427
+ids, query 832, gallery 3,200 of 416 ids) from the converted PyTorch ImageNet MobileNetV2
+(`torch_padding`), at 256x128, with the same data, epochs, schedule and batches for every variant:
+P x K = 16 x 4, flip + pad-crop + random erasing, label smoothing 0.1, Adam 3.5e-4 with linear
+warm-up (Bag of Tricks, arXiv 1903.07071) and a x0.1 decay, coupled weight decay 5e-4. Each
+variant's final student (student 0 of mutual) is evaluated on the real query/gallery with the
+global and the global + local distance, each also re-ranked: rank-1/5/10 and mAP. Prints one table
+(variant x seed, then mean and standard deviation over seeds) with training images/s (images seen /
 training seconds, evaluation excluded; a mutual step's images count once) and writes
 runs/bench_cuhk03/results.json.
 
@@ -89,6 +88,9 @@ VARIANTS = {  # name: (loss weights without label smoothing, students)
     # The baseline with another global metric loss (margin 0.3 for each): does TriHard win?
     **{name: (objective.LossWeights(local_triplet=0.0, metric_loss=name), 1)
        for name in ("random_triplet", "batch_all", "contrastive", "quadruplet", "msml")},
+    # MSML on L2-normalised features (--metric_normalize): unnormalised, it shrinks them (BUILD.md).
+    "msml_l2": (objective.LossWeights(local_triplet=0.0, metric_loss="msml",
+                                      metric_normalize=True), 1),
     # With --generated_per_batch GAN samples per batch, trained by LSRO (issue 20).
     "lsro": (objective.LossWeights(local_triplet=0.0), 1),
     "aligned_lsro": (objective.LossWeights(), 1),
@@ -198,6 +200,8 @@ def check_settings(config: loop.TrainConfig) -> bool:
     del settings["sampling"]
     if settings["mutual_views"] == "shared":
         del settings["mutual_views"]
+    if not settings["losses"]["metric_normalize"]:
+        del settings["losses"]["metric_normalize"]
     if not settings["generated_per_batch"]:
         del settings["generated_dir"], settings["generated_per_batch"]
     path = os.path.join(config.workdir, SETTINGS_FILE)

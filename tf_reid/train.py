@@ -111,6 +111,8 @@ def define_flags() -> None:
     flags.DEFINE_enum("metric_loss", "trihard", sorted(METRIC_LOSSES),
                       "Metric loss on the global distance (weighted by --global_triplet_weight, "
                       "margin --margin); the local branch keeps TriHard.")
+    flags.DEFINE_bool("metric_normalize", False, "The global metric loss on L2-normalised "
+                      "features (distances in [0, 2]); MSML needs it (BUILD.md).")
     flags.DEFINE_bool("soft_margin", False, "Soft-margin triplet loss instead of the hinge "
                       "(--metric_loss=trihard).")
     flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing of the ID loss.")
@@ -260,7 +262,8 @@ def config_from_flags() -> loop.TrainConfig:
             local_triplet=FLAGS.local_triplet_weight, mutual_id=FLAGS.mutual_id_weight,
             mutual_metric=FLAGS.mutual_metric_weight, margin=FLAGS.margin,
             local_margin=FLAGS.local_margin, soft_margin=FLAGS.soft_margin,
-            label_smoothing=FLAGS.label_smoothing, metric_loss=FLAGS.metric_loss),
+            label_smoothing=FLAGS.label_smoothing, metric_loss=FLAGS.metric_loss,
+            metric_normalize=FLAGS.metric_normalize),
         weight_decay=FLAGS.weight_decay, learning_rate=FLAGS.learning_rate,
         decay_epochs=tuple(int(e) for e in FLAGS.decay_epochs), decay_factor=FLAGS.decay_factor,
         warmup_epochs=FLAGS.warmup_epochs, warmup_factor=FLAGS.warmup_factor,

@@ -27,6 +27,8 @@ class LossWeights:
     `metric_loss` (a key of `metric.METRIC_LOSSES`) is the global metric term weighted by
     `global_triplet`, with `margin`; `soft_margin` applies to "trihard" only. The local term is
     always TriHard on the aligned distance, mined with the global distance, as in AlignedReID.
+    `metric_normalize` computes the global metric term on L2-normalised features: a batch-level
+    hinge such as MSML's is almost always active and otherwise falls as the features shrink.
     """
     id: float = 1.0
     global_triplet: float = 1.0
@@ -38,6 +40,7 @@ class LossWeights:
     soft_margin: bool = False
     label_smoothing: float = 0.0
     metric_loss: str = "trihard"
+    metric_normalize: bool = False
 
 
 def student_terms(outputs: Outputs, labels: tf.Tensor, weights: LossWeights,
@@ -64,13 +67,17 @@ def student_terms(outputs: Outputs, labels: tf.Tensor, weights: LossWeights,
         terms["id"] = identity.id_loss(labels, tf.cast(outputs["logits"], tf.float32),
                                        weights.label_smoothing)
     if weights.global_triplet:
+        metric_dist = dist
+        if weights.metric_normalize:
+            unit = tf.math.l2_normalize(global_feature, axis=-1)
+            metric_dist = pairwise_distance(unit, unit)
         if weights.metric_loss == "trihard":
             terms["global_triplet"] = triplet.batch_hard_triplet(
-                dist, labels, weights.margin, weights.soft_margin)
+                metric_dist, labels, weights.margin, weights.soft_margin)
         else:
             extra = {"seed": seed} if weights.metric_loss in metric.SEEDED else {}
             terms["global_triplet"] = metric.METRIC_LOSSES[weights.metric_loss](
-                dist, labels, weights.margin, **extra)
+                metric_dist, labels, weights.margin, **extra)
     if weights.local_triplet:
         terms["local_triplet"] = triplet.local_trihard(
             dist, tf.cast(outputs["local"], tf.float32), labels, weights.local_margin,

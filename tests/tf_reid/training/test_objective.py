@@ -39,6 +39,24 @@ def test_the_chosen_metric_loss_is_the_global_term():
         np.testing.assert_allclose(terms["local_triplet"], base["local_triplet"], rtol=1e-6)
 
 
+def test_a_normalised_metric_term_is_the_loss_on_unit_features_and_ignores_scale():
+    o = outputs(3)
+    g = o["global"].numpy()
+    unit = g / np.linalg.norm(g, axis=1, keepdims=True)
+    d = np.sqrt(((unit[:, None] - unit[None]) ** 2).sum(-1))  # the slow obvious distance
+    weights = objective.LossWeights(metric_loss="msml", metric_normalize=True)
+    terms, dist = objective.student_terms(o, LABELS, weights)
+    np.testing.assert_allclose(terms["global_triplet"],
+                               metric.margin_sample_mining(tf.constant(d), LABELS, 0.3),
+                               atol=1e-5)
+    # Scaling every feature leaves it unchanged; the unnormalised term (and dist) scale with it.
+    scaled = {**o, "global": o["global"] * 0.1}
+    terms_scaled, dist_scaled = objective.student_terms(scaled, LABELS, weights)
+    np.testing.assert_allclose(terms_scaled["global_triplet"], terms["global_triplet"], atol=1e-5)
+    off = ~np.eye(8, dtype=bool)  # the diagonal's "zero" is rounding (see pairwise_distance)
+    np.testing.assert_allclose(dist_scaled.numpy()[off], 0.1 * dist.numpy()[off], rtol=1e-4)
+
+
 def test_hardest_distances_are_the_row_extremes():
     o = outputs(1)
     terms, dist = objective.student_terms(o, LABELS, objective.LossWeights())
