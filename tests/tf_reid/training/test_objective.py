@@ -49,7 +49,7 @@ def test_a_normalised_metric_term_is_the_loss_on_unit_features_and_ignores_scale
     np.testing.assert_allclose(terms["global_triplet"],
                                metric.margin_sample_mining(tf.constant(d), LABELS, 0.3),
                                atol=1e-5)
-    # Scaling every feature leaves it unchanged; the unnormalised term (and dist) scale with it.
+    # Scaling every feature leaves the term unchanged, while the distance matrix scales with it.
     scaled = {**o, "global": o["global"] * 0.1}
     terms_scaled, dist_scaled = objective.student_terms(scaled, LABELS, weights)
     np.testing.assert_allclose(terms_scaled["global_triplet"], terms["global_triplet"], atol=1e-5)
