@@ -2,11 +2,11 @@
 
 Which global feature to evaluate and serve, chosen on validation identities, never on the test
 split (issue 21): for each workdir trained on the validation variant of `bench.cuhk03_subset`
-(`--split=val`), its last student 0 is evaluated on the held-out query/gallery of that variant
-with every combination of the feature (`tf_reid.evaluation.feature_choice.FEATURES`: pre-BN global or
-post-BN-neck), L2 normalisation before the Euclidean distance, and flip averaging; global
-distance, no re-ranking. Prints rank-1 / mAP per workdir and their mean per combination, best
-mean mAP first, and writes <runs_dir>/feature_choice.json.
+(`--split=val`), its last student 0 is evaluated on the held-out query/gallery of that variant with
+every combination of the feature (`tf_reid.evaluation.feature_choice.FEATURES`: pre-BN global or
+post-BN-neck), L2 normalisation before the Euclidean distance, and flip averaging; global distance,
+no re-ranking. Prints rank-1 / mAP per workdir and their mean per combination, best mean mAP first,
+and writes <runs_dir>/feature_choice.json.
 
 A workdir whose recorded training data is not --data_dir is refused: its identities would not
 be held out of training.
